@@ -1,0 +1,418 @@
+"""``ActiveLearningCallback``: every active-learning cycle inside one ``trainer.fit`` call.
+
+Cycle ``k`` trains for ``epochs_per_cycle`` epochs on the labeled pool as it stands after ``k`` queries
+(cycle 0 = the initial labeled set). When the first epoch of cycle ``k + 1`` starts, the callback
+
+1. evaluates the model of cycle ``k`` on the balanced test set,
+2. scores the unlabeled pool with the :class:`~cbal_lightning.scoring.Scorer` (sharded across ranks),
+3. lets the :class:`~cbal_lightning.selection.selectors.Selector` choose ``budget`` samples on rank 0 with the
+   class targets Omega of Eq. 4, broadcasts them, and labels them on every rank,
+4. re-initialises the model, its optimizer and LR scheduler, and reloads the training data.
+
+Doing the query at the start of the next cycle (rather than at the end of the last epoch) means any
+checkpoint, wherever a ``ModelCheckpoint`` saved it, holds a consistent pair of (model, pools): resuming from
+the checkpoint of a cycle's last epoch runs the query that the crash interrupted, exactly once.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader
+
+from cbal_lightning.inference import IndexedDataset, PoolPredictions, evaluate_classifier, predict_pool, shard_sampler
+from cbal_lightning.io import atomic_write
+from cbal_lightning.scoring import Entropy, Scorer
+from cbal_lightning.selection import class_targets, l1_score
+from cbal_lightning.selection.selectors import ClassBalanced, Selector
+
+__all__ = ["ActiveLearningCallback"]
+
+LABELED_SETS_FILE = "labeled_sets.jsonl"
+
+
+class ActiveLearningCallback(Callback):
+    """Run ``cycles`` rounds of query-label-retrain inside a single ``trainer.fit(model, datamodule=dm)``.
+
+    Args:
+        budget: samples labeled per query (``b``); a float in (0, 1) is a fraction of the whole train set
+            (the paper uses 0.05).
+        cycles: number of queries; the model is trained ``cycles + 1`` times.
+        scorer: what is informative (default :class:`~cbal_lightning.scoring.Entropy`).
+        selector: how the batch is chosen (default :class:`~cbal_lightning.selection.selectors.ClassBalanced`).
+        epochs_per_cycle: training epochs per cycle; default: the Trainer's ``max_epochs``. The callback sets the
+            fit loop's ``max_epochs`` to ``epochs_per_cycle * (cycles + 1)``.
+        reset: ``"scratch"`` restores the weights the model had when fit started (the paper trains from scratch
+            each cycle); ``"warm"`` keeps training the current weights. Optimizer and LR scheduler are rebuilt
+            from ``configure_optimizers`` in both cases, so schedules restart each cycle.
+        eval_batch_size: batch size for pool scoring and test evaluation.
+        seed: seeds the selector (and nothing global).
+        output_dir: where ``labeled_sets.jsonl`` is written; default ``trainer.log_dir``.
+        progress: show a progress bar while scoring the pool (rank 0 only).
+
+    The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
+    ``num_classes``, ``targets``, ``pool_dataset``, ``pool_dataloader``, ``test_dataset`` and ``label``).
+    The model's ``forward`` must return logits of width ``num_classes``.
+
+    Example:
+        >>> from cbal_lightning.selection.selectors import ClassBalanced
+        >>> ActiveLearningCallback(budget=0.05, cycles=4, selector=ClassBalanced(lam=0.6))
+        ActiveLearningCallback(budget=0.05, cycles=4, scorer=Entropy(), selector=ClassBalanced(lam=0.6, time_limit=30.0, workers=2))
+    """
+
+    def __init__(
+        self,
+        budget: int | float,
+        cycles: int,
+        scorer: Scorer | None = None,
+        selector: Selector | None = None,
+        epochs_per_cycle: int | None = None,
+        reset: Literal["scratch", "warm"] = "scratch",
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        output_dir: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(budget, bool) or not (isinstance(budget, int) and budget > 0 or isinstance(budget, float) and 0 < budget < 1):
+            raise ValueError(f"budget: expected a positive int (samples) or a float in (0, 1) (fraction), got {budget!r}.")
+        if not isinstance(cycles, int) or cycles < 1:
+            raise ValueError(f"cycles: expected an int >= 1, got {cycles!r}.")
+        if epochs_per_cycle is not None and epochs_per_cycle < 1:
+            raise ValueError(f"epochs_per_cycle: expected an int >= 1 or None, got {epochs_per_cycle!r}.")
+        if reset not in ("scratch", "warm"):
+            raise ValueError(f"reset: expected 'scratch' or 'warm', got {reset!r}.")
+        self.budget_arg = budget
+        self.cycles = cycles
+        self.scorer = scorer if scorer is not None else Entropy()
+        self.selector = selector if selector is not None else ClassBalanced()
+        self.epochs_per_cycle_arg = epochs_per_cycle
+        self.reset = reset
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.output_dir_arg = output_dir
+        self.progress = progress
+
+        # State saved with every checkpoint.
+        self.cycle = 0  # the cycle whose training is running: labels of queries 1..cycle are in the pools
+        self.history: list[dict[str, Any]] = []  # one record per cycle: size, test metrics, query statistics
+        self.budget: int | None = None
+        self.epochs_per_cycle: int | None = None
+        self._initial_weights: dict[str, torch.Tensor] | None = None
+        self.output_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(budget={self.budget_arg!r}, cycles={self.cycles}, "
+            f"scorer={self.scorer!r}, selector={self.selector!r})"
+        )
+
+    # ------------------------------------------------------------------ hooks
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = self._datamodule(trainer)
+        if trainer.max_steps != -1:
+            raise ValueError("Trainer(max_steps=...): the active-learning loop counts epochs; leave max_steps unset.")
+        if self.epochs_per_cycle is None:
+            self.epochs_per_cycle = self.epochs_per_cycle_arg or trainer.max_epochs
+        trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
+        if self.budget is None:
+            arg = self.budget_arg
+            self.budget = int(round(arg * len(dm.pools))) if isinstance(arg, float) else arg
+        self.output_dir = Path(self.output_dir_arg or trainer.log_dir or trainer.default_root_dir)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self._datamodule(trainer)
+        assert self.epochs_per_cycle is not None  # set in setup, or restored from the checkpoint
+        trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
+        self._check_model_width(pl_module, dm)
+        self._check_budget(dm)
+        if self._initial_weights is None:
+            self._initial_weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        if not self.history:
+            self.history.append(
+                {"cycle": 0, "num_labeled": dm.pools.num_labeled, "labeled_counts": dm.pools.labeled_counts().tolist()}
+            )
+        self._write_labeled_sets(trainer)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._advance_cycle_if_due(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._advance_cycle_if_due(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._evaluate(trainer, pl_module)  # the last cycle's model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "cycle": self.cycle,
+            "history": copy.deepcopy(self.history),
+            "budget": self.budget,
+            "epochs_per_cycle": self.epochs_per_cycle,
+            "initial_weights": self._initial_weights,
+            "rng": _get_rng_states(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.cycle = state_dict["cycle"]
+        self.history = copy.deepcopy(state_dict["history"])
+        self.budget = state_dict["budget"]
+        self.epochs_per_cycle = state_dict["epochs_per_cycle"]
+        self._initial_weights = state_dict["initial_weights"]
+        # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
+        # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
+        # later hook runs.
+        _set_rng_states(state_dict["rng"])
+
+    # ------------------------------------------------------------------ the cycle
+
+    def _advance_cycle_if_due(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.epochs_per_cycle is not None
+        due = min(trainer.current_epoch // self.epochs_per_cycle, self.cycles)
+        if due <= self.cycle:
+            return
+        if due > self.cycle + 1:
+            raise RuntimeError(
+                f"epoch {trainer.current_epoch} belongs to cycle {due} but only {self.cycle} queries were made; "
+                "was epochs_per_cycle changed between runs?"
+            )
+        self._evaluate(trainer, pl_module)
+        self._query(trainer, pl_module, self.cycle + 1)
+        self.cycle += 1
+        self._reset_model(trainer, pl_module)
+        _reload_train_dataloader(trainer)
+
+    def _query(self, trainer: Trainer, pl_module: LightningModule, cycle: int) -> None:
+        """Score the pool, select on rank 0, broadcast, label on every rank (Algorithm 1, one iteration)."""
+        dm = self._datamodule(trainer)
+        assert self.budget is not None
+        dataset = dm.pool_dataset()
+        loader = dm.pool_dataloader(sampler=shard_sampler(dataset, trainer.strategy), batch_size=self.eval_batch_size)
+        preds = predict_pool(
+            pl_module, loader, self.scorer, cycle,
+            device=pl_module.device, strategy=trainer.strategy, progress=self._show_progress(trainer),
+        )
+        record = None
+        if trainer.is_global_zero:
+            record = self._select(dm, preds, cycle)
+        record = trainer.strategy.broadcast(record, src=0)
+        dm.label(np.asarray(record["indices"], dtype=np.int64), cycle)
+        record["num_labeled"] = dm.pools.num_labeled
+        record["labeled_counts"] = dm.pools.labeled_counts().tolist()
+        record["labeled_l1_score"] = l1_score(dm.pools.labeled_counts())
+        self.history.append(record)
+        self._write_labeled_sets(trainer)  # before logging: a failing logger must not lose the selection
+        self._log(trainer, {f"al/query/{k}": v for k, v in record["stats"].items()} | {
+            "al/query/cycle": cycle, "al/num_labeled": record["num_labeled"], "al/labeled_l1_score": record["labeled_l1_score"],
+        })
+        self._log_to_wandb(trainer, dm, record)
+        rank_zero_info(
+            f"[active learning] cycle {cycle}: labeled {len(record['indices'])} samples "
+            f"(batch L1 score {record['stats']['l1_score']:.3f}, solver {record['stats']['status']}), "
+            f"{record['num_labeled']} labeled in all"
+        )
+
+    def _select(self, dm: Any, preds: PoolPredictions, cycle: int) -> dict[str, Any]:
+        assert self.budget is not None
+        omega = class_targets(dm.pools.labeled_counts(), self.budget, cycle, dm.pools.initial_size)  # Eq. 4
+        start = time.perf_counter()
+        selection = self.selector.select(preds.scores, preds.probs, self.budget, omega, seed=self.seed + cycle)
+        seconds = time.perf_counter() - start
+        chosen = preds.indices[selection.indices]
+        true = dm.targets[chosen]
+        stats = dict(selection.summary())
+        stats.update(
+            l1_score=l1_score(np.bincount(true, minlength=dm.num_classes)),  # Eq. 10 on the revealed labels
+            expected_l1_score=l1_score(selection.expected_counts),  # Eq. 10 on P^T z, what the optimiser sees
+            pseudo_label_l1_score=l1_score(np.bincount(preds.probs[selection.indices].argmax(1), minlength=dm.num_classes)),
+            inference_seconds=preds.seconds,
+            selection_seconds=seconds,
+            pool_size=len(preds.indices),
+        )
+        return {
+            "cycle": cycle,
+            "indices": chosen.tolist(),
+            "predicted": preds.probs[selection.indices].argmax(1).tolist(),
+            "true": true.tolist(),
+            "scores": preds.scores[selection.indices].tolist(),
+            "omega": omega.tolist(),
+            "stats": stats,
+        }
+
+    def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = self.history[self.cycle]
+        if "test" in record:
+            return
+        dm = self._datamodule(trainer)
+        dataset = IndexedDataset(dm.test_dataset)
+        loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=shard_sampler(dataset, trainer.strategy))
+        record["test"] = evaluate_classifier(
+            pl_module, loader, dm.num_classes, device=pl_module.device, strategy=trainer.strategy
+        )
+        metrics = {"al/cycle": self.cycle, "al/num_labeled": record["num_labeled"]}
+        metrics.update({f"al/test/{k}": v for k, v in record["test"].items() if k != "per_class_acc"})
+        metrics.update({f"al/test/class_acc/{c}": a for c, a in enumerate(record["test"]["per_class_acc"])})
+        self._log(trainer, metrics)
+        rank_zero_info(
+            f"[active learning] cycle {self.cycle}: {record['num_labeled']} labeled, test accuracy "
+            f"{record['test']['acc']:.4f}, mean per-class accuracy {record['test']['mean_class_acc']:.4f}"
+        )
+
+    def _reset_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.reset == "scratch":
+            assert self._initial_weights is not None
+            pl_module.load_state_dict(self._initial_weights)
+        trainer.strategy.setup_optimizers(trainer)  # fresh optimizer state and LR schedule for the new cycle
+
+    # ------------------------------------------------------------------ checks, logging, files
+
+    @staticmethod
+    def _datamodule(trainer: Trainer) -> Any:
+        dm = trainer.datamodule
+        needed = ("pools", "num_classes", "targets", "pool_dataset", "pool_dataloader", "test_dataset", "label")
+        missing = [name for name in needed if not hasattr(dm, name)]
+        if missing:
+            raise TypeError(
+                "ActiveLearningCallback needs trainer.fit(model, datamodule=dm) with an ActiveDataModule "
+                f"(cbal_lightning.data); the datamodule given lacks {missing}."
+            )
+        return dm
+
+    @staticmethod
+    def _check_model_width(pl_module: LightningModule, dm: Any) -> None:
+        image, _ = dm.test_dataset[0]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode():
+            width = pl_module(image.unsqueeze(0).to(pl_module.device)).shape[-1]
+        pl_module.train(was_training)
+        if width != dm.num_classes:
+            raise ValueError(
+                f"model: its output has {width} logits but the datamodule has num_classes={dm.num_classes}; "
+                "build the model with num_classes=datamodule.num_classes."
+            )
+
+    def _check_budget(self, dm: Any) -> None:
+        assert self.budget is not None
+        queries_left = self.cycles - self.cycle
+        available = dm.pools.num_unlabeled
+        if self.budget * queries_left > available:
+            raise ValueError(
+                f"budget: {queries_left} more queries of {self.budget} samples need {self.budget * queries_left} "
+                f"unlabeled samples but the pool holds {available}; lower budget or cycles "
+                f"(at most {available // queries_left} per query for {queries_left} queries)."
+            )
+
+    def _show_progress(self, trainer: Trainer) -> bool:
+        return self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+
+    def _log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if not trainer.is_global_zero:
+            return
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
+        for logger in trainer.loggers:
+            try:
+                logger.log_metrics(numeric, step=trainer.global_step)
+            except Exception as err:  # a broken logger must not cost the cycle
+                rank_zero_warn(f"ActiveLearningCallback: {type(logger).__name__} failed to log ({err!r}); continuing.")
+
+    def _log_to_wandb(self, trainer: Trainer, dm: Any, record: dict[str, Any]) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not trainer.is_global_zero:
+            return
+        import wandb
+
+        counts = dm.pools.labeled_counts()
+        names = list(getattr(dm, "classes", None) or range(dm.num_classes))
+        bars = wandb.Table(columns=["class", "labeled"], data=[[str(n), int(c)] for n, c in zip(names, counts)])
+        samples = wandb.Table(
+            columns=["index", "predicted", "true", "score"],
+            data=[list(row) for row in zip(record["indices"], record["predicted"], record["true"], record["scores"])],
+        )
+        cycle = record["cycle"]
+        payload = {
+            "al/labeled_per_class": wandb.plot.bar(bars, "class", "labeled", title=f"Labeled samples per class, cycle {cycle}"),
+            "al/selected_samples": samples,
+            "al/query/status": record["stats"]["status"],
+            "trainer/global_step": trainer.global_step,
+        }
+        for logger in loggers:
+            try:
+                logger.experiment.log(payload)
+            except Exception as err:
+                rank_zero_warn(f"ActiveLearningCallback: W&B failed to log the cycle {cycle} tables ({err!r}); continuing.")
+
+    def _write_labeled_sets(self, trainer: Trainer) -> None:
+        """Rewrite ``labeled_sets.jsonl`` atomically: one line per cycle with the indices labeled in it."""
+        if not trainer.is_global_zero or self.output_dir is None:
+            return
+        import json
+
+        pools = self._datamodule(trainer).pools
+        lines = []
+        for record in self.history:
+            cycle = record["cycle"]
+            line = {"cycle": cycle, "num_labeled": record["num_labeled"]}
+            line.update({k: record[k] for k in ("stats", "scores") if k in record})
+            line["indices"] = pools.labeled_indices(cycle=cycle).tolist()
+            lines.append(json.dumps(line))
+        data = ("\n".join(lines) + "\n").encode()
+        atomic_write(self.output_dir / LABELED_SETS_FILE, lambda f: f.write(data))
+
+
+def _reload_train_dataloader(trainer: Trainer) -> None:
+    """Make the fit loop rebuild the training dataloader now, so the new labels are used from this epoch on.
+
+    Lightning 2.x exposes no public call for this mid-fit; ``reload_dataloaders_every_n_epochs`` would reload
+    every epoch. Resetting the fit loop's combined loader is what that option does internally.
+    """
+    loop = trainer.fit_loop
+    loop._combined_loader = None
+    loop.setup_data()
+    if loop._combined_loader is not None:
+        for dl in loop._combined_loader.flattened:
+            _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
+
+
+def _get_rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch random states in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state(legacy=False)
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(states["python"]))
+    np_state = states["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+        "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"],
+    })
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    """``random.setstate`` wants nested tuples; checkpoints may hand back lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

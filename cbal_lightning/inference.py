@@ -1,0 +1,141 @@
+"""Pool inference and test-set evaluation, sharded across ranks and gathered with sample indices.
+
+Under DDP each rank runs a disjoint shard (``DistributedSampler(shuffle=False)``). The sampler pads the last
+shard with repeated samples so that all shards have equal length, which also keeps ``all_gather`` on
+equal-sized tensors (gloo returns garbage for unequal ones); gathering the indices alongside lets us drop the
+padding duplicates, so every rank ends with exactly one row per sample in index order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lightning.pytorch.strategies import Strategy
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchmetrics.functional.classification import multiclass_accuracy
+from tqdm.auto import tqdm
+
+from cbal_lightning.scoring import Scorer
+
+__all__ = ["PoolPredictions", "shard_sampler", "predict_pool", "evaluate_classifier", "IndexedDataset"]
+
+
+@dataclass(frozen=True)
+class PoolPredictions:
+    """What the model says about the unlabeled pool: one row per pool sample, sorted by train index."""
+
+    indices: np.ndarray  # (N,) int64 train-set indices, sorted and unique
+    probs: np.ndarray  # (N, C) float32 softmax probabilities (P of Eq. 1)
+    scores: np.ndarray  # (N,) float32 informativeness, higher = more informative
+    seconds: float  # wall time of the pass, gathering included
+
+
+class IndexedDataset(Dataset):
+    """Wraps a dataset of ``(image, label)`` items into ``(image, label, position)``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        image, label = self.dataset[i]
+        return image, label, i
+
+
+def shard_sampler(dataset: Dataset, strategy: Strategy | None) -> DistributedSampler | None:
+    """A deterministic, non-shuffling shard of ``dataset`` for this rank, or ``None`` in a single process."""
+    if strategy is None or strategy.world_size <= 1:
+        return None
+    return DistributedSampler(
+        dataset, num_replicas=strategy.world_size, rank=strategy.global_rank, shuffle=False, drop_last=False
+    )
+
+
+def _gather_unique(strategy: Strategy | None, indices: Tensor, *values: Tensor) -> tuple[np.ndarray, ...]:
+    """All-gather equal-length shards, drop padding duplicates, return numpy arrays sorted by index."""
+    if strategy is not None and strategy.world_size > 1:
+        indices = strategy.all_gather(indices).reshape(-1)
+        values = tuple(v_all.reshape(-1, *v.shape[1:]) for v, v_all in zip(values, map(strategy.all_gather, values)))
+    idx = indices.cpu().numpy().astype(np.int64)
+    unique, first = np.unique(idx, return_index=True)
+    return (unique, *(v.cpu().numpy()[first] for v in values))
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # Mixed precision only on CUDA; probabilities are computed in float32 from the logits either way.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict_pool(
+    model: nn.Module,
+    loader: DataLoader,
+    scorer: Scorer,
+    cycle: int,
+    *,
+    device: torch.device,
+    strategy: Strategy | None = None,
+    progress: bool = False,
+) -> PoolPredictions:
+    """Score every ``(image, index)`` batch of ``loader`` with ``scorer`` in eval mode, then gather across ranks."""
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    probs, scores, indices = [], [], []
+    try:
+        for images, idx in tqdm(loader, desc=f"scoring pool (cycle {cycle})", disable=not progress, leave=False):
+            images = images.to(device, non_blocking=True)
+            idx = idx.to(device, non_blocking=True)
+            with _autocast(device):
+                p, s = scorer(model, images, idx, cycle)
+            probs.append(p.float())
+            scores.append(s.float())
+            indices.append(idx.long())
+    finally:
+        model.train(was_training)
+    if not indices:
+        raise ValueError("loader: the unlabeled pool is empty, nothing to score.")
+    idx, p, s = _gather_unique(strategy, torch.cat(indices), torch.cat(probs), torch.cat(scores))
+    return PoolPredictions(idx, p.astype(np.float32), s.astype(np.float32), time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def evaluate_classifier(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    *,
+    device: torch.device,
+    strategy: Strategy | None = None,
+) -> dict[str, float | list[float]]:
+    """Top-1 accuracy, mean per-class accuracy and per-class accuracy on ``(image, label, position)`` batches.
+
+    Predictions are gathered with their positions before the metrics are computed, so sharded runs count every
+    test sample exactly once (the padding of distributed samplers would otherwise bias the result).
+    """
+    was_training = model.training
+    model.eval()
+    preds, targets, positions = [], [], []
+    try:
+        for images, labels, pos in loader:
+            with _autocast(device):
+                logits = model(images.to(device, non_blocking=True))
+            preds.append(logits.argmax(dim=-1))
+            targets.append(labels.to(device))
+            positions.append(pos.to(device))
+    finally:
+        model.train(was_training)
+    _, pred, target = _gather_unique(strategy, torch.cat(positions), torch.cat(preds), torch.cat(targets))
+    pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
+    per_class = multiclass_accuracy(pred_t, target_t, num_classes, average="none")
+    return {
+        "acc": float(multiclass_accuracy(pred_t, target_t, num_classes, average="micro")),
+        "mean_class_acc": float(multiclass_accuracy(pred_t, target_t, num_classes, average="macro")),
+        "per_class_acc": [float(a) for a in per_class],
+    }

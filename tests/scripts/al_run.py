@@ -1,0 +1,97 @@
+"""A small active-learning job on digits, run in a subprocess by the DDP and kill/resume tests.
+
+Writes ``<out>/rank<r>.json`` with the labeled indices per cycle and the callback's history on every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
+from cbal_lightning.scoring import Entropy
+from cbal_lightning.selection import ClassBalanced
+
+
+class FrozenLinear(LightningModule):
+    """A linear classifier trained with lr=0 and no batch-norm: its predictions never change, whatever the sharding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class SlowDown(Callback):
+    """Sleeps after every epoch of one cycle, so that a test can kill the job inside it."""
+
+    def __init__(self, cycle: int, epochs_per_cycle: int, seconds: float) -> None:
+        self.cycle, self.epochs_per_cycle, self.seconds = cycle, epochs_per_cycle, seconds
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch // self.epochs_per_cycle == self.cycle:
+            time.sleep(self.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", choices=("frozen", "cnn"), default="cnn")
+    parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--ckpt-path", default=None)
+    parser.add_argument("--slow-cycle", type=int, default=-1)
+    args = parser.parse_args()
+    out = Path(args.out)
+
+    seed_everything(0, workers=True, verbose=False)
+    dm = DigitsDataModule(imbalance_factor=0.1, seed=0, batch_size=32)
+    model = FrozenLinear() if args.model == "frozen" else ImageClassifier(
+        num_classes=10, backbone="small_cnn", in_channels=1, lr=0.05, milestones=(100,)
+    )
+    al = ActiveLearningCallback(
+        budget=args.budget, cycles=args.cycles, scorer=Entropy(), selector=ClassBalanced(lam=1.0, time_limit=20),
+        epochs_per_cycle=args.epochs, output_dir=str(out), progress=False,
+    )
+    callbacks = [al, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=-1, every_n_epochs=1)]
+    if args.slow_cycle >= 0:
+        callbacks.append(SlowDown(args.slow_cycle, args.epochs, seconds=1.5))
+    trainer = Trainer(
+        max_epochs=args.epochs, accelerator="cpu", devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto", callbacks=callbacks,
+        logger=CSVLogger(out, name="logs", version=""), limit_val_batches=0, enable_progress_bar=False,
+        enable_model_summary=False, deterministic=True, log_every_n_steps=1,
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=args.ckpt_path)
+    pools = dm.pools
+    result = {
+        "labeled": {c: pools.labeled_indices(cycle=c).tolist() for c in range(pools.last_cycle + 1)},
+        "history": al.history,
+        "world_size": trainer.world_size,
+    }
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("WANDB_MODE", "offline")
+    main()
