@@ -61,7 +61,7 @@ class ActiveLearningCallback(Callback):
         progress: show a progress bar while scoring the pool (rank 0 only).
 
     The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
-    ``num_classes``, ``targets``, ``pool_dataset``, ``pool_dataloader``, ``test_dataset`` and ``label``).
+    ``num_classes``, ``targets``, ``eval_dataset``, ``eval_dataloader``, ``test_dataset`` and ``label``).
     The model's ``forward`` must return logits of width ``num_classes``.
 
     Example:
@@ -198,15 +198,15 @@ class ActiveLearningCallback(Callback):
         """Score the pool, select on rank 0, broadcast, label on every rank (Algorithm 1, one iteration)."""
         dm = self._datamodule(trainer)
         assert self.budget is not None
-        dataset = dm.pool_dataset()
-        loader = dm.pool_dataloader(sampler=shard_sampler(dataset, trainer.strategy), batch_size=self.eval_batch_size)
-        preds = predict_pool(
-            pl_module, loader, self.scorer, cycle,
-            device=pl_module.device, strategy=trainer.strategy, progress=self._show_progress(trainer),
-        )
+        self.scorer.prepare(trainer, pl_module, dm, cycle)
+        embed = getattr(self.selector, "needs_embeddings", False)
+        preds = self._predict(trainer, pl_module, dm, dm.pools.unlabeled_indices(), cycle, embed, "scoring pool")
+        labeled = None
+        if embed:  # representativeness selectors also need the labeled set's embeddings
+            labeled = self._predict(trainer, pl_module, dm, dm.pools.labeled_indices(), cycle, True, "embedding labeled set")
         record = None
         if trainer.is_global_zero:
-            record = self._select(dm, preds, cycle)
+            record = self._select(dm, preds, labeled, cycle)
         record = trainer.strategy.broadcast(record, src=0)
         dm.label(np.asarray(record["indices"], dtype=np.int64), cycle)
         record["num_labeled"] = dm.pools.num_labeled
@@ -224,11 +224,23 @@ class ActiveLearningCallback(Callback):
             f"{record['num_labeled']} labeled in all"
         )
 
-    def _select(self, dm: Any, preds: PoolPredictions, cycle: int) -> dict[str, Any]:
+    def _predict(
+        self, trainer: Trainer, pl_module: LightningModule, dm: Any, indices: np.ndarray, cycle: int, embed: bool, desc: str
+    ) -> PoolPredictions:
+        """Run the scorer over the train samples ``indices`` (eval transforms), sharded across ranks."""
+        sampler = shard_sampler(dm.eval_dataset(indices), trainer.strategy)
+        loader = dm.eval_dataloader(indices, sampler=sampler, batch_size=self.eval_batch_size)
+        return predict_pool(
+            pl_module, loader, self.scorer, cycle, device=pl_module.device, strategy=trainer.strategy,
+            progress=self._show_progress(trainer), embed=embed, desc=desc,
+        )
+
+    def _select(self, dm: Any, preds: PoolPredictions, labeled: PoolPredictions | None, cycle: int) -> dict[str, Any]:
         assert self.budget is not None
         omega = class_targets(dm.pools.labeled_counts(), self.budget, cycle, dm.pools.initial_size)  # Eq. 4
+        extra = {} if labeled is None else {"embeddings": preds.embeddings, "labeled_embeddings": labeled.embeddings}
         start = time.perf_counter()
-        selection = self.selector.select(preds.scores, preds.probs, self.budget, omega, seed=self.seed + cycle)
+        selection = self.selector.select(preds.scores, preds.probs, self.budget, omega, seed=self.seed + cycle, **extra)
         seconds = time.perf_counter() - start
         chosen = preds.indices[selection.indices]
         true = dm.targets[chosen]
@@ -237,7 +249,7 @@ class ActiveLearningCallback(Callback):
             l1_score=l1_score(np.bincount(true, minlength=dm.num_classes)),  # Eq. 10 on the revealed labels
             expected_l1_score=l1_score(selection.expected_counts),  # Eq. 10 on P^T z, what the optimiser sees
             pseudo_label_l1_score=l1_score(np.bincount(preds.probs[selection.indices].argmax(1), minlength=dm.num_classes)),
-            inference_seconds=preds.seconds,
+            inference_seconds=preds.seconds + (labeled.seconds if labeled is not None else 0.0),
             selection_seconds=seconds,
             pool_size=len(preds.indices),
         )
@@ -281,7 +293,7 @@ class ActiveLearningCallback(Callback):
     @staticmethod
     def _datamodule(trainer: Trainer) -> Any:
         dm = trainer.datamodule
-        needed = ("pools", "num_classes", "targets", "pool_dataset", "pool_dataloader", "test_dataset", "label")
+        needed = ("pools", "num_classes", "targets", "eval_dataset", "eval_dataloader", "test_dataset", "label")
         missing = [name for name in needed if not hasattr(dm, name)]
         if missing:
             raise TypeError(

@@ -32,6 +32,7 @@ class PoolPredictions:
     probs: np.ndarray  # (N, C) float32 softmax probabilities (P of Eq. 1)
     scores: np.ndarray  # (N,) float32 informativeness, higher = more informative
     seconds: float  # wall time of the pass, gathering included
+    embeddings: np.ndarray | None = None  # (N, d) float32 penultimate embeddings, when asked for
 
 
 class IndexedDataset(Dataset):
@@ -82,27 +83,38 @@ def predict_pool(
     device: torch.device,
     strategy: Strategy | None = None,
     progress: bool = False,
+    embed: bool = False,
+    desc: str = "scoring pool",
 ) -> PoolPredictions:
-    """Score every ``(image, index)`` batch of ``loader`` with ``scorer`` in eval mode, then gather across ranks."""
+    """Score every ``(image, index)`` batch of ``loader`` with ``scorer`` in eval mode, then gather across ranks.
+
+    With ``embed=True`` the penultimate embeddings are kept too (see :class:`~cbal_lightning.scoring.Scorer`).
+    """
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    probs, scores, indices = [], [], []
+    probs, scores, indices, embeddings = [], [], [], []
     try:
-        for images, idx in tqdm(loader, desc=f"scoring pool (cycle {cycle})", disable=not progress, leave=False):
+        for images, idx in tqdm(loader, desc=f"{desc} (cycle {cycle})", disable=not progress, leave=False):
             images = images.to(device, non_blocking=True)
             idx = idx.to(device, non_blocking=True)
             with _autocast(device):
-                p, s = scorer(model, images, idx, cycle)
+                p, s, h = scorer(model, images, idx, cycle, embed=embed)
             probs.append(p.float())
             scores.append(s.float())
             indices.append(idx.long())
+            if embed:
+                embeddings.append(h.float())
     finally:
         model.train(was_training)
     if not indices:
-        raise ValueError("loader: the unlabeled pool is empty, nothing to score.")
-    idx, p, s = _gather_unique(strategy, torch.cat(indices), torch.cat(probs), torch.cat(scores))
-    return PoolPredictions(idx, p.astype(np.float32), s.astype(np.float32), time.perf_counter() - start)
+        raise ValueError("loader: no samples to score (the unlabeled pool is empty).")
+    extra = (torch.cat(embeddings),) if embed else ()
+    idx, p, s, *h = _gather_unique(strategy, torch.cat(indices), torch.cat(probs), torch.cat(scores), *extra)
+    return PoolPredictions(
+        idx, p.astype(np.float32), s.astype(np.float32), time.perf_counter() - start,
+        h[0].astype(np.float32) if embed else None,
+    )
 
 
 @torch.inference_mode()

@@ -123,10 +123,12 @@ class ImageClassifier(LightningModule):
         milestones: Sequence[int] = (60, 80),
         gamma: float = 0.5,
         channels_last: bool = False,
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_backbone(backbone, num_classes, in_channels, weights)  # type: ignore[arg-type]
+        self.head_dropout = nn.Dropout(head_dropout)  # before the head; train with it for BALD's MC dropout
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         metrics = MetricCollection(
@@ -146,11 +148,15 @@ class ImageClassifier(LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(self._prepare(x))
+        return self.classify(self.embed(x))
 
     def embed(self, x: Tensor) -> Tensor:
-        """Penultimate-layer embedding (used by representativeness methods)."""
+        """Penultimate-layer embedding (used by KCenterGreedy, BADGE and BALD)."""
         return self.net.embed(self._prepare(x))
+
+    def classify(self, embeddings: Tensor) -> Tensor:
+        """Logits from penultimate embeddings: ``forward(x) == classify(embed(x))``."""
+        return self.net.head(self.head_dropout(embeddings))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

@@ -18,10 +18,26 @@ __all__ = ["Selector", "TopK", "ClassBalanced", "PseudoLabelQuota"]
 
 
 class Selector(ABC):
-    """Chooses ``budget`` rows of the pool given scores, probabilities P and the class targets Omega (Eq. 4)."""
+    """Chooses ``budget`` rows of the pool given scores, probabilities P and the class targets Omega (Eq. 4).
+
+    Representativeness selectors (KCenterGreedy, BADGE) set ``needs_embeddings = True``; the callback then also
+    passes ``embeddings`` (N, d) of the pool and ``labeled_embeddings`` (L, d) of the labeled set.
+    """
+
+    needs_embeddings: bool = False
 
     @abstractmethod
-    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0) -> Selection:
+    def select(
+        self,
+        scores: np.ndarray,
+        probs: np.ndarray,
+        budget: int,
+        omega: np.ndarray,
+        *,
+        seed: int = 0,
+        embeddings: np.ndarray | None = None,
+        labeled_embeddings: np.ndarray | None = None,
+    ) -> Selection:
         """Return a :class:`Selection` whose ``indices`` are row positions into ``scores``/``probs``."""
 
     def __repr__(self) -> str:
@@ -37,7 +53,8 @@ class TopK(Selector):
         array([1, 2])
     """
 
-    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0) -> Selection:
+    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
+               **_: np.ndarray | None) -> Selection:
         return top_b(-np.asarray(scores, dtype=np.float64), budget, probs, omega)
 
 
@@ -62,7 +79,8 @@ class ClassBalanced(Selector):
         self.time_limit = time_limit
         self.workers = workers
 
-    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0) -> Selection:
+    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
+               **_: np.ndarray | None) -> Selection:
         return balanced_select(
             -np.asarray(scores, dtype=np.float64),
             probs,
@@ -84,5 +102,6 @@ class PseudoLabelQuota(Selector):
         array([1, 2])
     """
 
-    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0) -> Selection:
+    def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
+               **_: np.ndarray | None) -> Selection:
         return pseudo_label_quota(-np.asarray(scores, dtype=np.float64), probs, budget, omega)
