@@ -105,6 +105,13 @@ class ImageClassifier(LightningModule):
     halved at epochs 60 and 80 of each cycle. The scheduler is rebuilt when the
     :class:`~cbal_lightning.callback.ActiveLearningCallback` resets the model, so the milestones restart each cycle.
 
+    Args:
+        num_classes: output width (linked to the datamodule's ``num_classes`` by the CLI).
+        backbone: one of :data:`BACKBONES`; ``in_channels`` and ``weights`` go to :func:`build_backbone`.
+        lr, momentum, weight_decay: SGD; milestones, gamma: MultiStepLR (epochs within a cycle).
+        channels_last: NHWC memory format (faster convolutions with autocast on recent hardware).
+        head_dropout: dropout on the penultimate embedding, before the head (for BALD's MC dropout).
+
     Example:
         >>> model = ImageClassifier(num_classes=10, backbone="small_cnn", in_channels=1)
         >>> model(torch.zeros(4, 1, 16, 16)).shape

@@ -1,0 +1,297 @@
+"""``ActiveDataModule``: a train set split into labeled / unlabeled pools, and a balanced test set (Sec. 5.1).
+
+A subclass says how to read its images (:meth:`ActiveDataModule._load`) and sets ``num_classes``, ``classes``,
+``in_channels``, ``image_size``, ``padding``, ``flip`` and ``stats`` in ``__init__``; the base class does the rest:
+
+* ``setup()`` reads the data once and builds the long-tailed split (:func:`~cbal_lightning.splits.long_tail_split`)
+  and the :class:`~cbal_lightning.pools.PoolState` (unless a checkpoint already provided the pools);
+* ``train_dataloader()`` serves the labeled samples, augmented, as ``(image, label)``;
+* ``pool_dataloader()`` serves the unlabeled pool, not augmented, as ``(image, train_index)``;
+* ``val_dataloader()`` / ``test_dataloader()`` serve the untouched test set as ``(image, label)``;
+* ``label(indices, cycle)`` reveals labels; the next ``train_dataloader()`` includes them;
+* ``state_dict()`` / ``load_state_dict()`` carry the pools through Lightning checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cbal_lightning.data.transforms import Stats, eval_transform, train_transform
+from cbal_lightning.pools import PoolState
+from cbal_lightning.splits import LongTailSplit, long_tail_split, validate_split_params
+
+__all__ = ["ActiveDataModule", "ImageFiles", "ImageSubset", "RawData"]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a subclass reads: indexable images (PIL images or tensors, untransformed) and int64 labels."""
+
+    train_images: Any
+    train_targets: np.ndarray
+    test_images: Any
+    test_targets: np.ndarray
+
+
+class ImageFiles(Dataset):
+    """Images read lazily from ``paths``, as RGB PIL images (greyscale and palette files are converted)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Image.Image:
+        with Image.open(self.paths[i]) as image:
+            return image.convert("RGB")
+
+
+class ImageSubset(Dataset):
+    """Items ``(transform(images[indices[k]]), int(values[k]))``: labels for training/testing, train indices for the pool."""
+
+    def __init__(self, images: Any, indices: np.ndarray, values: np.ndarray, transform: Callable[[Any], torch.Tensor]):
+        if len(indices) != len(values):
+            raise ValueError(f"indices and values differ in length: {len(indices)} != {len(values)}")
+        self.images, self.transform = images, transform
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.values = np.asarray(values, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[int(self.indices[k])]), int(self.values[k])
+
+
+class ActiveDataModule(LightningDataModule):
+    """Base class of the active-learning datamodules.
+
+    Args:
+        initial_fraction: the initial labeled set holds ``floor(initial_fraction * N / C)`` samples per class.
+        imbalance_factor: IF in (0, 1], the fraction of each tail class kept in the pool (1 = balanced).
+        imbalance_type: ``"step"`` (IF on ``tail_classes``, the paper's text) or ``"exp"`` (``IF ** (y / (C-1))``).
+        tail_classes: classes cut by ``"step"``; default the second half ``C//2 .. C-1``.
+        seed: seeds the split (and nothing else).
+        batch_size: training batch size.
+        eval_batch_size: batch size of the pool and test loaders.
+        num_workers: DataLoader worker processes.
+        pin_memory: default: whether CUDA is available.
+        persistent_workers: default: ``num_workers > 0``.
+    """
+
+    num_classes: int
+    classes: list[str]
+    in_channels: int = 3
+    image_size: int
+    padding: int = 4
+    flip: bool = True
+    stats: Stats
+    resize: int | None = None
+
+    def __init__(
+        self,
+        initial_fraction: float = 0.1,
+        imbalance_factor: float = 1.0,
+        imbalance_type: Literal["step", "exp"] = "step",
+        tail_classes: list[int] | None = None,
+        seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+    ) -> None:
+        super().__init__()
+        tail = validate_split_params(initial_fraction, imbalance_factor, imbalance_type, tail_classes)
+        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.initial_fraction = float(initial_fraction)
+        self.imbalance_factor = float(imbalance_factor)
+        self.imbalance_type = imbalance_type
+        self.tail_classes = None if tail is None else list(tail)
+        self.seed = int(seed)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers and num_workers > 0
+        self.split: LongTailSplit | None = None
+        self._data: RawData | None = None
+        self._test: ImageSubset | None = None
+        self._pools: PoolState | None = None
+        self._pending_pools: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------------------ subclass API
+    def _load(self) -> RawData:
+        """Read the train and test images and labels (called once, from :meth:`setup`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _load()")
+
+    def _check_tail_classes(self) -> None:
+        """Subclasses call this at the end of ``__init__``, once ``num_classes`` is known."""
+        if self.tail_classes and not (0 <= self.tail_classes[0] and self.tail_classes[-1] < self.num_classes):
+            raise ValueError(f"tail_classes must lie in 0..{self.num_classes - 1}, got {self.tail_classes}")
+
+    # ------------------------------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Read the data and build the split and the pools; later calls do nothing."""
+        if self._data is not None:
+            return
+        data = self._load()
+        if int(data.train_targets.max()) >= self.num_classes or int(data.test_targets.max()) >= self.num_classes:
+            raise ValueError(f"{type(self).__name__}: labels beyond num_classes={self.num_classes}")
+        self.split = long_tail_split(
+            data.train_targets, self.num_classes, initial_fraction=self.initial_fraction,
+            imbalance_factor=self.imbalance_factor, imbalance_type=self.imbalance_type,
+            tail_classes=self.tail_classes, seed=self.seed,
+        )
+        self._data = data
+        self._test = ImageSubset(data.test_images, np.arange(len(data.test_targets)), data.test_targets, self.eval_transform)
+        if self._pending_pools is not None:  # load_state_dict came before setup
+            self._pools, self._pending_pools = self._restored(self._pending_pools), None
+        elif self._pools is None:
+            self._pools = PoolState.from_split(self.split, data.train_targets)
+
+    def _ready(self) -> RawData:
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() first (Trainer.fit does it)")
+        return self._data
+
+    @property
+    def pools(self) -> PoolState:
+        """Which train samples are labeled (and in which cycle) and which are still in the pool."""
+        self._ready()
+        assert self._pools is not None
+        return self._pools
+
+    @property
+    def targets(self) -> np.ndarray:
+        """All train labels, ``(N,)`` int64, indexable by train index."""
+        return self.pools.targets
+
+    @property
+    def train_transform(self) -> Callable[[Any], torch.Tensor]:
+        mean, std = self.stats
+        return train_transform(self.image_size, self.padding, mean, std, flip=self.flip, resize=self.resize)
+
+    @property
+    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
+        return eval_transform(*self.stats, resize=self.resize)
+
+    # ------------------------------------------------------------------------------------------ datasets
+    @property
+    def test_dataset(self) -> Dataset:
+        """The balanced test set, ``(image, label)`` items, evaluation transforms."""
+        self._ready()
+        return self._test
+
+    def train_dataset(self) -> Dataset:
+        """The labeled samples, ``(image, label)`` items, training augmentation."""
+        data, labeled = self._ready(), self.pools.labeled_indices()
+        return ImageSubset(data.train_images, labeled, self.targets[labeled], self.train_transform)
+
+    def pool_dataset(self, indices: Sequence[int] | np.ndarray | None = None) -> Dataset:
+        """The unlabeled pool (or the given part of it), ``(image, train_index)`` items, evaluation transforms."""
+        pool = self.pools.unlabeled_indices()
+        if indices is not None:
+            wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+            outside = wanted[~np.isin(wanted, pool)]
+            if outside.size:
+                raise ValueError(f"indices not in the unlabeled pool: {outside[:5].tolist()} ({outside.size} in all)")
+            pool = wanted
+        return self.eval_dataset(pool)
+
+    def eval_dataset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
+        """Any train samples (e.g. the labeled set, for embeddings), ``(image, train_index)`` items, evaluation transforms."""
+        data = self._ready()
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = indices[(indices < 0) | (indices >= len(data.train_targets))]
+        if bad.size:
+            raise ValueError(f"indices out of range 0..{len(data.train_targets) - 1}: {bad[:5].tolist()}")
+        return ImageSubset(data.train_images, indices, indices, self.eval_transform)
+
+    def label(self, indices: Sequence[int] | np.ndarray | torch.Tensor, cycle: int) -> None:
+        """Reveal the labels of ``indices`` in ``cycle`` (see :meth:`PoolState.label`)."""
+        self.pools.label(indices, cycle)
+
+    # ------------------------------------------------------------------------------------------ loaders
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=False,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self.eval_batch_size)
+
+    def pool_dataloader(
+        self,
+        indices: Sequence[int] | np.ndarray | None = None,
+        *,
+        sampler: Sampler | None = None,
+        batch_size: int | None = None,
+    ) -> DataLoader:
+        """``(images, train_indices)`` batches of :meth:`pool_dataset` in index order (``sampler``: e.g. a DDP shard)."""
+        return self._loader(self.pool_dataset(indices), batch_size or self.eval_batch_size, sampler=sampler)
+
+    def eval_dataloader(
+        self, indices: Sequence[int] | np.ndarray, *, sampler: Sampler | None = None, batch_size: int | None = None
+    ) -> DataLoader:
+        """``(images, train_indices)`` batches of :meth:`eval_dataset` in the given order."""
+        return self._loader(self.eval_dataset(indices), batch_size or self.eval_batch_size, sampler=sampler)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _split_params(self) -> dict[str, Any]:
+        return {
+            "initial_fraction": self.initial_fraction, "imbalance_factor": self.imbalance_factor,
+            "imbalance_type": self.imbalance_type, "tail_classes": self.tail_classes, "seed": self.seed,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"pools": PoolState.state_dict(), "split": split parameters}``; readable with ``weights_only=True``.
+
+        Before :meth:`setup` it holds the pools given to :meth:`load_state_dict`, or is empty.
+        """
+        pools = self._pending_pools if self._data is None else self.pools.state_dict()
+        return {} if pools is None else {"pools": pools, "split": self._split_params()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Replace the pools with the saved ones (before or after :meth:`setup`).
+
+        Raises:
+            ValueError: the checkpoint was made with other split parameters or on another train set.
+        """
+        saved, current = dict(state_dict["split"]), self._split_params()
+        saved["tail_classes"] = None if saved.get("tail_classes") is None else [int(c) for c in saved["tail_classes"]]
+        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"the checkpoint's data split differs from this datamodule's ({detail}); use the same arguments")
+        if self._data is None:
+            self._pending_pools = state_dict["pools"]
+        else:
+            self._pools = self._restored(state_dict["pools"])
+
+    def _restored(self, state: dict[str, Any]) -> PoolState:
+        pools = PoolState(self._ready().train_targets, num_classes=self.num_classes)
+        pools.load_state_dict(state)
+        return pools
+
+    def __repr__(self) -> str:
+        pools = "not set up" if self._pools is None else repr(self._pools)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._split_params().items())}; {pools})"
