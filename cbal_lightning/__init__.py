@@ -16,8 +16,8 @@ from cbal_lightning.data import (
 )
 from cbal_lightning.models import ImageClassifier
 from cbal_lightning.pools import PoolState
-from cbal_lightning.scoring import Entropy, LeastConfidence, Margin, Random, Scorer
-from cbal_lightning.selection import ClassBalanced, PseudoLabelQuota, Selector, TopK
+from cbal_lightning.scoring import BALD, Entropy, LeastConfidence, Margin, Random, Scorer
+from cbal_lightning.selection import Badge, ClassBalanced, KCenterGreedy, PseudoLabelQuota, Selector, TopK
 from cbal_lightning.splits import long_tail_split
 
 try:
@@ -28,6 +28,8 @@ except PackageNotFoundError:  # a source tree that is not installed
 __all__ = [
     "ActiveDataModule",
     "ActiveLearningCallback",
+    "BALD",
+    "Badge",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "ClassBalanced",
@@ -35,6 +37,7 @@ __all__ = [
     "Entropy",
     "ImageClassifier",
     "ImageFolderDataModule",
+    "KCenterGreedy",
     "LeastConfidence",
     "Margin",
     "PoolState",

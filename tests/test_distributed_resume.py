@@ -36,10 +36,13 @@ def _run(out: Path, *args: str, timeout: float = 300) -> dict[int, dict]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_select_what_one_process_selects(tmp_path: Path) -> None:
-    # A frozen model (lr=0, no batch-norm) predicts the same whatever the sharding, so the two runs see the same P.
-    single = _run(tmp_path / "single", "--model", "frozen", "--cycles", "2", "--epochs", "1")
-    ddp = _run(tmp_path / "ddp", "--model", "frozen", "--cycles", "2", "--epochs", "1", "--devices", "2")
+@pytest.mark.parametrize("method", ["entropy-cb", "bald-cb", "kcenter-cb"])
+def test_ddp_two_processes_select_what_one_process_selects(tmp_path: Path, method: str) -> None:
+    # A frozen model (lr=0, no batch-norm) predicts the same whatever the sharding, so the two runs see the same P
+    # (and, for BALD, the same hashed dropout masks; for KCenterGreedy, the same embeddings).
+    args = ("--model", "frozen", "--cycles", "2", "--epochs", "1", "--method", method)
+    single = _run(tmp_path / "single", *args)
+    ddp = _run(tmp_path / "ddp", *args, "--devices", "2")
 
     assert sorted(ddp) == [0, 1], "both ranks must finish and report"
     assert ddp[0]["world_size"] == 2

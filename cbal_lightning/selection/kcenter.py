@@ -7,8 +7,8 @@ the new center, O(N d) per step. Distances are Euclidean, computed in float32 as
 on embeddings centred on the pool mean (translation-invariant, and it shrinks the cancellation error).
 
 Lambda scaling: ``-d_j`` is in embedding units while the balance term counts expected samples, so ``lam`` has no
-universal value; the official code of the paper divides ``lam`` by the number of classes C. We use ``lam`` as
-given: pick it with a lambda sweep (the paper's Section 4 recipe: the smallest lam after which the L1 term stops
+universal value; the paper's official code is reported to divide ``lam`` by the number of classes C. We use ``lam``
+as given: pick it with a lambda sweep (the paper's Section 4 recipe: the smallest lam after which the L1 term stops
 falling), or pass ``normalize=True`` to divide distances by their largest initial value, which puts ``d_j`` in
 [0, 1] so that ``lam = 1`` weighs one expected sample of imbalance like the farthest point of the pool.
 """
@@ -20,47 +20,22 @@ import time
 import numpy as np
 import torch
 
-from cbal_lightning.selection._checks import check_budget, check_lam, check_omega, check_probs
-from cbal_lightning.selection._greedy_l1 import GreedyL1
+from cbal_lightning.selection._checks import check_budget, check_lam
+from cbal_lightning.selection._greedy import (
+    GreedyL1,
+    check_balance_inputs,
+    check_embeddings,
+    default_device,
+    single_thread_on_cpu,
+)
 from cbal_lightning.selection.result import Selection, evaluate
 from cbal_lightning.selection.selectors import Selector
 
-__all__ = ["kcenter_greedy", "KCenterGreedy", "check_embeddings", "default_device"]
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_embeddings(embeddings: np.ndarray | None, n: int | None = None, name: str = "embeddings") -> np.ndarray:
-    """``embeddings`` as a finite (n, d) float32 array; ``n`` None accepts any row count (including 0)."""
-    if embeddings is None:
-        raise ValueError(f"{name} is required: this selector needs penultimate-layer embeddings (needs_embeddings)")
-    array = np.asarray(embeddings, dtype=np.float32)
-    if array.ndim != 2 or array.shape[1] == 0:
-        raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {array.shape}")
-    if n is not None and array.shape[0] != n:
-        raise ValueError(f"{name} has {array.shape[0]} rows but the pool has {n}; pass one row per pool sample")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return array
-
-
-def _check_balance_inputs(probs: np.ndarray | None, omega: np.ndarray | None, lam: float, n: int):
-    """Validated ``(probs, omega)`` (each None when not given); both are required when ``lam > 0``."""
-    if lam > 0 and (probs is None or omega is None):
-        raise ValueError(f"lam={lam} > 0 needs probs and omega; pass both (or lam=0 for the plain method)")
-    if probs is not None:
-        if np.shape(probs)[:1] != (n,):
-            raise ValueError(f"probs must have one row per embedding ({n}), got shape {np.shape(probs)}")
-        probs = check_probs(probs, n)
-        if omega is not None:
-            omega = check_omega(omega, probs.shape[1])
-    return probs, omega
+__all__ = ["kcenter_greedy", "KCenterGreedy"]
 
 
 def _sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise squared Euclidean norms."""
     return (x * x).sum(dim=1)
 
 
@@ -75,6 +50,35 @@ def _initial_min_dist(pool: torch.Tensor, labeled: torch.Tensor, chunk_size: int
             sq.addmm_(pool[i : i + chunk_size], labeled[k : k + chunk_size].T, alpha=-2.0)
             torch.minimum(block_min, sq.min(dim=1).values, out=block_min)
     return min_sq.clamp_min_(0).sqrt_()
+
+
+def _greedy_loop(
+    pool: torch.Tensor,
+    pool_sq: torch.Tensor,
+    min_dist: torch.Tensor,
+    replace_first: bool,
+    tracker: GreedyL1 | None,
+    lam: float,
+    scale: float,
+    picks: np.ndarray,
+    pick_dist: np.ndarray,
+) -> None:
+    """Fill ``picks``/``pick_dist`` (pick order); ``replace_first``: the initial ``min_dist`` is not a distance
+    to a center (no labeled set), so the first center's row replaces it instead of being min-ed in."""
+    for step in range(picks.size):
+        if tracker is None:
+            j = int(torch.argmax(min_dist))
+        else:  # Algorithm 2, line 3: argmin_j -d_j + lam * ||Omega - P^T z - q_j||_1
+            objective = lam * tracker.candidate_l1() - min_dist.double().cpu().numpy() / scale
+            j = int(np.argmin(objective))  # picked rows have min_dist = -inf, hence objective = +inf
+            tracker.add(j)  # Algorithm 2, line 4
+        picks[step], pick_dist[step] = j, float(min_dist[j]) / scale
+        row = (pool_sq + pool_sq[j] - 2.0 * torch.mv(pool, pool[j])).clamp_min_(0).sqrt_()
+        if step == 0 and replace_first:
+            min_dist = row
+        else:
+            torch.minimum(min_dist, row, out=min_dist)  # Algorithm 2, line 6: add the new center's column
+        min_dist[j] = -torch.inf  # Algorithm 2, line 5: drop the pick from the candidates (minimum keeps -inf)
 
 
 def kcenter_greedy(
@@ -127,7 +131,7 @@ def kcenter_greedy(
     lam = check_lam(lam)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    probs, omega = _check_balance_inputs(probs, omega, lam, n)
+    probs, omega = check_balance_inputs(probs, omega, lam, n)
 
     device = torch.device(device) if device is not None else default_device()
     mean = pool_np.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -144,20 +148,8 @@ def kcenter_greedy(
 
     picks = np.empty(budget, dtype=np.int64)
     pick_dist = np.empty(budget, dtype=np.float64)
-    for step in range(budget):
-        if tracker is None:
-            j = int(torch.argmax(min_dist))
-        else:  # Algorithm 2, line 3
-            objective = lam * tracker.candidate_l1() - min_dist.double().cpu().numpy() / scale
-            j = int(np.argmin(objective))  # picked rows have min_dist = -inf, hence objective = +inf
-            tracker.add(j)  # Algorithm 2, line 4
-        picks[step], pick_dist[step] = j, float(min_dist[j]) / scale
-        row = (pool_sq + pool_sq[j] - 2.0 * torch.mv(pool, pool[j])).clamp_min_(0).sqrt_()
-        if step == 0 and labeled_np.shape[0] == 0:
-            min_dist = row
-        else:
-            torch.minimum(min_dist, row, out=min_dist)  # Algorithm 2, line 6: add the new center's column
-        min_dist[j] = -torch.inf  # Algorithm 2, line 5: drop the pick from the candidates (minimum keeps -inf)
+    with single_thread_on_cpu(device):
+        _greedy_loop(pool, pool_sq, min_dist, labeled_np.shape[0] == 0, tracker, lam, scale, picks, pick_dist)
 
     cost = np.zeros(n)
     cost[picks] = -pick_dist

@@ -18,8 +18,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
-from cbal_lightning.scoring import Entropy
+from cbal_lightning.scoring import BALD, Entropy
 from cbal_lightning.selection import ClassBalanced
+from cbal_lightning.selection.kcenter import KCenterGreedy
 
 
 class FrozenLinear(LightningModule):
@@ -27,10 +28,16 @@ class FrozenLinear(LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 10))
+        self.head = nn.Linear(16 * 16, 10)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.classify(self.embed(x))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -51,6 +58,13 @@ class SlowDown(Callback):
             time.sleep(self.seconds)
 
 
+METHODS = {
+    "entropy-cb": (Entropy, lambda: ClassBalanced(lam=1.0, time_limit=20)),
+    "bald-cb": (lambda: BALD(mc_samples=4), lambda: ClassBalanced(lam=1.0, time_limit=20)),
+    "kcenter-cb": (Entropy, lambda: KCenterGreedy(lam=5.0)),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -61,6 +75,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--ckpt-path", default=None)
     parser.add_argument("--slow-cycle", type=int, default=-1)
+    parser.add_argument("--method", choices=sorted(METHODS), default="entropy-cb")
     args = parser.parse_args()
     out = Path(args.out)
 
@@ -70,7 +85,7 @@ def main() -> None:
         num_classes=10, backbone="small_cnn", in_channels=1, lr=0.05, milestones=(100,)
     )
     al = ActiveLearningCallback(
-        budget=args.budget, cycles=args.cycles, scorer=Entropy(), selector=ClassBalanced(lam=1.0, time_limit=20),
+        budget=args.budget, cycles=args.cycles, scorer=METHODS[args.method][0](), selector=METHODS[args.method][1](),
         epochs_per_cycle=args.epochs, output_dir=str(out), progress=False,
     )
     callbacks = [al, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=-1, every_n_epochs=1)]

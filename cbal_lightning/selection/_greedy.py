@@ -1,4 +1,6 @@
-"""Exact per-candidate ``||Omega - P^T z - q_j||_1`` for greedy selection (Algorithm 2, line 3), fast.
+"""Helpers shared by the greedy selectors (KCenterGreedy, BADGE): input checks, threading, and the balance term.
+
+:class:`GreedyL1` gives the exact per-candidate ``||Omega - P^T z - q_j||_1`` of Algorithm 2, line 3, fast.
 
 With ``r = Omega - P^T z`` the balance term of candidate j is ``sum_c |r_c - p_jc|``. Because ``0 <= p_jc <= m_c``
 (``m_c`` the column maximum), the absolute value is linear for every class with ``r_c >= m_c`` ("open",
@@ -14,9 +16,67 @@ because a class stays in M only while its remaining need is below one sample's w
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["GreedyL1"]
+import numpy as np
+import torch
+
+from cbal_lightning.selection._checks import check_omega, check_probs
+
+__all__ = ["GreedyL1", "check_embeddings", "check_balance_inputs", "default_device", "single_thread_on_cpu"]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_embeddings(embeddings: np.ndarray | None, n: int | None = None, name: str = "embeddings") -> np.ndarray:
+    """``embeddings`` as a finite (n, d) float32 array; ``n`` None accepts any row count (including 0)."""
+    if embeddings is None:
+        raise ValueError(f"{name} is required: this selector needs penultimate-layer embeddings (needs_embeddings)")
+    array = np.asarray(embeddings, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {array.shape}")
+    if n is not None and array.shape[0] != n:
+        raise ValueError(f"{name} has {array.shape[0]} rows but the pool has {n}; pass one row per pool sample")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return array
+
+
+def check_balance_inputs(
+    probs: np.ndarray | None, omega: np.ndarray | None, lam: float, n: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validated ``(probs, omega)`` (each None when not given); both are required when ``lam > 0``."""
+    if lam > 0 and (probs is None or omega is None):
+        raise ValueError(f"lam={lam} > 0 needs probs and omega; pass both (or lam=0 for the plain method)")
+    if probs is not None:
+        if np.shape(probs)[:1] != (n,):
+            raise ValueError(f"probs must have one row per embedding ({n}), got shape {np.shape(probs)}")
+        probs = check_probs(probs, n)
+        if omega is not None:
+            omega = check_omega(omega, probs.shape[1])
+    return probs, omega
+
+
+@contextmanager
+def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Run torch single-threaded on CPU for the greedy loop, restoring the thread count afterwards.
+
+    Each step is an O(N) vector operation or a memory-bound matrix-vector product: spreading it over OpenMP threads
+    gains little and costs a synchronisation per op, which is very slow when the cores are busy.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class GreedyL1:
