@@ -17,6 +17,7 @@ the checkpoint of a cycle's last epoch runs the query that the crash interrupted
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from cbal_lightning.inference import IndexedDataset, PoolPredictions, evaluate_classifier, predict_pool, shard_sampler
-from cbal_lightning.io import atomic_write
+from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.scoring import Entropy, Scorer
 from cbal_lightning.selection import class_targets, l1_score
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
@@ -39,6 +40,7 @@ from cbal_lightning.selection.selectors import ClassBalanced, Selector
 __all__ = ["ActiveLearningCallback"]
 
 LABELED_SETS_FILE = "labeled_sets.jsonl"
+HISTORY_FILE = "history.json"
 
 
 class ActiveLearningCallback(Callback):
@@ -144,7 +146,7 @@ class ActiveLearningCallback(Callback):
             self.history.append(
                 {"cycle": 0, "num_labeled": dm.pools.num_labeled, "labeled_counts": dm.pools.labeled_counts().tolist()}
             )
-        self._write_labeled_sets(trainer)
+        self._write_files(trainer)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._advance_cycle_if_due(trainer, pl_module)
@@ -213,7 +215,7 @@ class ActiveLearningCallback(Callback):
         record["labeled_counts"] = dm.pools.labeled_counts().tolist()
         record["labeled_l1_score"] = l1_score(dm.pools.labeled_counts())
         self.history.append(record)
-        self._write_labeled_sets(trainer)  # before logging: a failing logger must not lose the selection
+        self._write_files(trainer)  # before logging: a failing logger must not lose the selection
         self._log(trainer, {f"al/query/{k}": v for k, v in record["stats"].items()} | {
             "al/query/cycle": cycle, "al/num_labeled": record["num_labeled"], "al/labeled_l1_score": record["labeled_l1_score"],
         })
@@ -276,6 +278,7 @@ class ActiveLearningCallback(Callback):
         metrics = {"al/cycle": self.cycle, "al/num_labeled": record["num_labeled"]}
         metrics.update({f"al/test/{k}": v for k, v in record["test"].items() if k != "per_class_acc"})
         metrics.update({f"al/test/class_acc/{c}": a for c, a in enumerate(record["test"]["per_class_acc"])})
+        self._write_files(trainer)
         self._log(trainer, metrics)
         rank_zero_info(
             f"[active learning] cycle {self.cycle}: {record['num_labeled']} labeled, test accuracy "
@@ -366,12 +369,12 @@ class ActiveLearningCallback(Callback):
             except Exception as err:
                 rank_zero_warn(f"ActiveLearningCallback: W&B failed to log the cycle {cycle} tables ({err!r}); continuing.")
 
-    def _write_labeled_sets(self, trainer: Trainer) -> None:
-        """Rewrite ``labeled_sets.jsonl`` atomically: one line per cycle with the indices labeled in it."""
+    def _write_files(self, trainer: Trainer) -> None:
+        """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it) and ``history.json``
+        (every cycle's record, for :mod:`cbal_lightning.reports`) atomically."""
         if not trainer.is_global_zero or self.output_dir is None:
             return
-        import json
-
+        atomic_write_json(self.output_dir / HISTORY_FILE, self.history)
         pools = self._datamodule(trainer).pools
         lines = []
         for record in self.history:

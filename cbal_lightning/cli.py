@@ -2,7 +2,8 @@
 
 * ``cbal-lightning demo``: the README's main command (digits, CPU-friendly).
 * ``cbal-lightning split --data cifar10 --root DIR --imbalance-factor 0.1``: the long-tail split as a table.
-* ``cbal-lightning fit --config experiments/cifar10_entropy_cb.yaml``: any run, through LightningCLI (so every
+* ``cbal-lightning sweep experiments/cifar10/if0.1 --seeds 0 1 2``: a grid of configs over seeds, resumable.
+* ``cbal-lightning fit --config experiments/cifar10/if0.1/entropy_cb.yaml``: any run, through LightningCLI (so every
   Trainer option, logger and strategy is available from YAML or flags); also ``validate``/``test``.
 """
 
@@ -14,6 +15,7 @@ from typing import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
+from cbal_lightning import sweep
 from cbal_lightning.data import ActiveDataModule
 from cbal_lightning.models import ImageClassifier
 
@@ -28,13 +30,13 @@ class ActiveLearningCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
 
-def _lightning_cli(argv: Sequence[str]) -> None:
+def _lightning_cli(argv: Sequence[str] | None) -> None:
     ActiveLearningCLI(
         ImageClassifier,
         ActiveDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=list(argv),
+        args=None if argv is None else list(argv),  # None: LightningCLI reads sys.argv itself
         save_config_kwargs={"overwrite": True},
     )
 
@@ -60,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--initial-fraction", type=float, default=0.1)
     split.add_argument("--seed", type=int, default=0)
 
+    sweep_parser = sub.add_parser("sweep", help="run experiment configs over seeds, resuming what is done "
+                                  "(arguments after -- go to every `fit`)")
+    sweep.add_arguments(sweep_parser)
+
     for name in ("fit", "validate", "test"):
         sub.add_parser(name, help=f"LightningCLI {name} (see `cbal-lightning {name} --help`)", add_help=False)
     return parser
@@ -80,12 +86,17 @@ def _split(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("fit", "validate", "test"):
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in ("fit", "validate", "test"):
         _lightning_cli(argv)
         return
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
+    extra: list[str] = []
+    if "--" in words:
+        words, extra = words[: words.index("--")], words[words.index("--") + 1 :]
+    args = _parser().parse_args(words)
+    if args.command == "sweep":
+        sweep.run(args, extra)
+    elif args.command == "demo":
         from cbal_lightning.demo import main as demo_main
 
         demo_main(args)

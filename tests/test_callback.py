@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
-from cbal_lightning.callback import LABELED_SETS_FILE
+from cbal_lightning.callback import HISTORY_FILE, LABELED_SETS_FILE
 from cbal_lightning.scoring import Entropy, LeastConfidence, Margin, Random
 from cbal_lightning.selection import ClassBalanced, PseudoLabelQuota, TopK
 
@@ -64,6 +64,8 @@ def test_two_cycles_grow_the_labeled_set_by_the_budget(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / LABELED_SETS_FILE).read_text().splitlines()]
     assert [line["cycle"] for line in lines] == [0, 1, 2]
     assert [line["indices"] for line in lines] == [dm.pools.labeled_indices(cycle=c).tolist() for c in range(3)]
+    # and the whole history, test metrics of the last cycle included, for reports
+    assert json.loads((tmp_path / HISTORY_FILE).read_text()) == json.loads(json.dumps(al.history))
 
     # metrics reached the Lightning logger once per cycle
     rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))

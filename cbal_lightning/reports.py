@@ -1,0 +1,386 @@
+"""Reports from logged active-learning runs: accuracy curves, class distributions, gain tables (Fig. 2-6, Tables 1-3).
+
+Layouts read by :func:`load_runs` (``root`` may be a folder or a ``.json`` file):
+
+1. ``<root>/<method>/seed<k>/history.json`` -- the canonical layout: one folder per method, one per seed, each
+   holding the :class:`~cbal_lightning.callback.ActiveLearningCallback`'s ``history`` as JSON. The callback writes
+   ``history.json`` into its ``output_dir`` by itself, so ``output_dir=runs/<method>/seed<k>`` is all it takes;
+   :func:`save_history` writes one from a history in memory.
+2. ``<root>/<method>/history.json`` -- a single seed per method (e.g. the demo's per-method folders).
+3. ``results.json`` files as written by ``cbal-lightning demo`` (``{method: history}``): ``root`` itself, or
+   ``<root>/results.json``, or ``<root>/seed<k>/results.json`` (one demo run per seed). When any such file is
+   found the folders of layouts 1-2 are ignored (the demo writes both kinds for the same runs).
+
+``labeled_sets.jsonl`` holds only the labeled indices of each cycle (no accuracies, no class counts): it cannot
+make a report on its own, and folders holding it without a ``history.json`` are skipped.
+
+Pairs: a method ``"X-CB"`` is the class-balanced variant of the method ``"X"`` (e.g. ``Entropy`` /
+``Entropy-CB``, ``KCenterGreedy`` / ``KCenterGreedy-CB``). Gains are the mean over seeds of the CB variant's test
+accuracy minus the baseline's, in percentage points, per query cycle (cycles >= 1, as in the paper's tables).
+
+Outputs of :func:`make_report` in ``out``: ``accuracy.png`` (mean +- std over seeds vs labeled-set size),
+``class_distribution_<X>.png`` per pair (labeled samples per class each cycle, baseline row above CB row, L1
+score of Eq. 10 in every title), ``gains.md`` and ``gains.csv``, and ``report.json`` (what it returns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cbal_lightning.io import atomic_write, atomic_write_json  # noqa: E402
+from cbal_lightning.selection import l1_score  # noqa: E402
+
+__all__ = [
+    "CB_SUFFIX",
+    "save_history",
+    "load_history",
+    "load_runs",
+    "method_pairs",
+    "accuracy_summary",
+    "gain_table",
+    "plot_accuracy_seeds",
+    "plot_pair_distribution",
+    "make_report",
+    "add_arguments",
+    "run",
+    "main",
+]
+
+CB_SUFFIX = "-CB"
+HISTORY_FILE = "history.json"
+RESULTS_FILE = "results.json"
+METRICS = ("acc", "mean_class_acc")
+_SEED_DIR = re.compile(r"^seed[_-]?(\d+)$")
+
+History = list[dict[str, Any]]
+Runs = dict[str, list[History]]  # method -> one history per seed
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def save_history(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write a callback ``history`` as JSON, atomically (``<root>/<method>/seed<k>/history.json`` for reports)."""
+    return atomic_write_json(path, _jsonable(list(history)))
+
+
+def load_history(path: str | Path) -> History:
+    """Read a ``history.json`` (a JSON list of per-cycle records)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "cycle" in r for r in data):
+        raise ValueError(f"{path}: expected a JSON list of per-cycle records with a 'cycle' key (a callback history)")
+    return data
+
+
+def _read_results(path: Path) -> dict[str, History]:
+    data = json.loads(path.read_text())
+    if isinstance(data, list):  # a bare history: the method is the file's folder name
+        return {path.parent.name: load_history(path)}
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"{path}: expected {{method: history}} as written by `cbal-lightning demo`")
+    return dict(data)
+
+
+def _seed_key(path: Path) -> tuple[int, str]:
+    match = _SEED_DIR.match(path.name)
+    return (int(match.group(1)) if match else 1 << 30, path.name)
+
+
+def load_runs(root: str | Path) -> Runs:
+    """Every run under ``root`` as ``{method: [history of seed 0, history of seed 1, ...]}`` (see the module doc).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or holds no run in a known layout.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"runs: {root} does not exist")
+    runs: Runs = {}
+    if root.is_file():
+        results = [root]
+    else:
+        results = [root / RESULTS_FILE] if (root / RESULTS_FILE).is_file() else []
+        results += sorted((p for p in root.glob(f"*/{RESULTS_FILE}") if _SEED_DIR.match(p.parent.name)),
+                          key=lambda p: _seed_key(p.parent))
+    if results:
+        for path in results:
+            for method, history in _read_results(path).items():
+                runs.setdefault(method, []).append(history)
+        return runs
+    for method_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (method_dir / HISTORY_FILE).is_file():
+            runs.setdefault(method_dir.name, []).append(load_history(method_dir / HISTORY_FILE))
+        seeds = sorted((p for p in method_dir.iterdir() if p.is_dir() and (p / HISTORY_FILE).is_file()), key=_seed_key)
+        for seed_dir in seeds:
+            runs.setdefault(method_dir.name, []).append(load_history(seed_dir / HISTORY_FILE))
+    if not runs:
+        raise FileNotFoundError(
+            f"runs: nothing found under {root}; expected <root>/<method>/seed<k>/{HISTORY_FILE}, "
+            f"<root>/<method>/{HISTORY_FILE} or a {RESULTS_FILE} written by `cbal-lightning demo`"
+        )
+    return runs
+
+
+def method_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """``(baseline, baseline + "-CB")`` for every CB method whose baseline is present, in the given order."""
+    names = set(methods)
+    return [(m[: -len(CB_SUFFIX)], m) for m in methods if m.endswith(CB_SUFFIX) and m[: -len(CB_SUFFIX)] in names]
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+def accuracy_summary(histories: Sequence[History], metric: str = "acc") -> dict[int, dict[str, float]]:
+    """Per cycle, over the seeds that evaluated it: ``num_labeled`` (mean), ``mean``, ``std`` (ddof 0), ``n``."""
+    by_cycle: dict[int, tuple[list[float], list[float]]] = {}
+    for history in histories:
+        for record in history:
+            if "test" not in record:
+                continue
+            sizes, values = by_cycle.setdefault(int(record["cycle"]), ([], []))
+            sizes.append(float(record["num_labeled"]))
+            values.append(float(record["test"][metric]))
+    return {
+        cycle: {"num_labeled": float(np.mean(s)), "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+        for cycle, (s, v) in sorted(by_cycle.items())
+    }
+
+
+def gain_table(runs: Runs, metric: str = "acc") -> list[dict[str, Any]]:
+    """Rows ``{method, baseline, cycle, num_labeled, cb_mean, cb_std, baseline_mean, baseline_std, gain, ...}``.
+
+    ``gain`` = mean CB ``metric`` minus mean baseline ``metric``, in percentage points, for every query cycle
+    (>= 1) that both evaluated. Means are over each method's own seeds.
+    """
+    rows = []
+    for base, cb in method_pairs(list(runs)):
+        a, b = accuracy_summary(runs[cb], metric), accuracy_summary(runs[base], metric)
+        for cycle in sorted(set(a) & set(b)):
+            if cycle < 1:
+                continue
+            rows.append({
+                "method": cb, "baseline": base, "metric": metric, "cycle": cycle,
+                "num_labeled": a[cycle]["num_labeled"],
+                "cb_mean": 100 * a[cycle]["mean"], "cb_std": 100 * a[cycle]["std"], "cb_seeds": a[cycle]["n"],
+                "baseline_mean": 100 * b[cycle]["mean"], "baseline_std": 100 * b[cycle]["std"],
+                "baseline_seeds": b[cycle]["n"], "gain": 100 * (a[cycle]["mean"] - b[cycle]["mean"]),
+            })
+    return rows
+
+
+def _markdown(rows_by_metric: Mapping[str, list[dict[str, Any]]]) -> str:
+    titles = {"acc": "top-1 accuracy", "mean_class_acc": "mean per-class accuracy"}
+    parts = ["# Performance gain of class balancing over the baselines\n",
+             "Mean over seeds of the CB variant minus the baseline, percentage points, per query cycle "
+             "(Tables 1-3 of the paper).\n"]
+    for metric, rows in rows_by_metric.items():
+        parts.append(f"\n## {titles.get(metric, metric)}\n")
+        if not rows:
+            parts.append("\nNo baseline / CB pair (methods named `X` and `X-CB`) with evaluated cycles.\n")
+            continue
+        cycles = sorted({r["cycle"] for r in rows})
+        parts.append("\n| method | " + " | ".join(str(c) for c in cycles) + " |\n")
+        parts.append("|---|" + "---:|" * len(cycles) + "\n")
+        for method in dict.fromkeys(r["method"] for r in rows):
+            gains = {r["cycle"]: r["gain"] for r in rows if r["method"] == method}
+            cells = [f"{gains[c]:+.2f}" if c in gains else "-" for c in cycles]
+            parts.append(f"| {method} (%) | " + " | ".join(cells) + " |\n")
+    return "".join(parts)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns = ["method", "baseline", "metric", "cycle", "num_labeled", "gain", "cb_mean", "cb_std", "cb_seeds",
+               "baseline_mean", "baseline_std", "baseline_seeds"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def plot_accuracy_seeds(runs: Runs, path: str | Path) -> Path:
+    """Top-1 and mean per-class accuracy vs labeled-set size, mean +- std over seeds (Fig. 5/6 style).
+
+    A method ``X-CB`` is drawn solid in the colour of its baseline ``X``, which is drawn dashed (as in the paper).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    colors: dict[str, str] = {}
+    for name in runs:
+        base = name[: -len(CB_SUFFIX)] if name.endswith(CB_SUFFIX) else name
+        colors.setdefault(base, f"C{len(colors) % 10}")
+    for name, histories in runs.items():
+        is_cb = name.endswith(CB_SUFFIX)
+        base = name[: -len(CB_SUFFIX)] if is_cb else name
+        has_cb = f"{name}{CB_SUFFIX}" in runs
+        style = "-" if is_cb or not has_cb else "--"
+        for ax, metric in zip(axes, METRICS):
+            summary = accuracy_summary(histories, metric)
+            if not summary:
+                continue
+            x = np.array([s["num_labeled"] for s in summary.values()])
+            mean = 100 * np.array([s["mean"] for s in summary.values()])
+            std = 100 * np.array([s["std"] for s in summary.values()])
+            label = f"{name} ({len(histories)} seed{'s' if len(histories) != 1 else ''})"
+            ax.plot(x, mean, style, marker="o", ms=3.5, color=colors[base], label=label)
+            ax.fill_between(x, mean - std, mean + std, color=colors[base], alpha=0.15 if is_cb or not has_cb else 0.08)
+    for ax, title in zip(axes, ("Top-1 accuracy (%)", "Mean per-class accuracy (%)")):
+        ax.set(xlabel="labeled samples", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_pair_distribution(
+    runs: Runs, baseline: str, cb: str, path: str | Path, class_names: Sequence[str] | None = None
+) -> Path:
+    """Labeled samples per class after every cycle, baseline row above its CB variant (Fig. 2/3, 11-13 style).
+
+    Bars are the mean over seeds; the title of each panel gives the L1 score (Eq. 10) of those mean counts and,
+    with several seeds, the mean +- std of the per-seed L1 scores.
+    """
+    rows = (baseline, cb)
+    cycles = max(len(h) for name in rows for h in runs[name])
+    fig, axes = plt.subplots(2, cycles, figsize=(2.6 * cycles, 4.6), squeeze=False, sharey=True, constrained_layout=True)
+    for r, name in enumerate(rows):
+        for col in range(cycles):
+            ax = axes[r, col]
+            counts = [np.asarray(h[col]["labeled_counts"], dtype=np.float64) for h in runs[name] if col < len(h)]
+            if not counts:
+                ax.axis("off")
+                continue
+            mean = np.mean(counts, axis=0)
+            ax.bar(np.arange(len(mean)), mean, color="C1" if r else "C0")
+            title = f"{name}, cycle {col}\nL1 score {l1_score(mean):.3f}"
+            if len(counts) > 1:
+                scores = [l1_score(c) for c in counts]
+                title += f" ({np.mean(scores):.3f}±{np.std(scores):.3f})"
+            ax.set_title(title, fontsize=8)
+            if class_names is not None and len(class_names) == len(mean) and len(mean) <= 20:
+                ax.set_xticks(np.arange(len(mean)), list(class_names), rotation=90, fontsize=6)
+        axes[r, 0].set_ylabel("labeled samples")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    data = buffer.getvalue()
+    return atomic_write(path, lambda f: f.write(data))
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def make_report(root: str | Path, out: str | Path, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Load the runs under ``root`` and write the figures and gain tables into ``out``.
+
+    Returns:
+        ``{"methods": {method: seeds}, "pairs": [[baseline, cb], ...], "accuracy": {method: {metric: {cycle:
+        {num_labeled, mean, std, n}}}}, "gains": {metric: {cb_method: {cycle: gain in points}}}, "files": [...]}``,
+        also written as ``out/report.json``. When a W&B run is active the figures are logged as ``wandb.Image``
+        (``report/accuracy``, ``report/class_distribution/<X>``) and the gains as a ``wandb.Table``.
+    """
+    runs = load_runs(root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = method_pairs(list(runs))
+    files = {"accuracy": plot_accuracy_seeds(runs, out / "accuracy.png")}
+    for base, cb in pairs:
+        files[f"class_distribution/{base}"] = plot_pair_distribution(
+            runs, base, cb, out / f"class_distribution_{_safe_name(base)}.png", class_names
+        )
+    rows = {metric: gain_table(runs, metric) for metric in METRICS}
+    files["gains_md"] = atomic_write(out / "gains.md", lambda f: f.write(_markdown(rows).encode()))
+    csv_text = _csv([r for metric in METRICS for r in rows[metric]])
+    files["gains_csv"] = atomic_write(out / "gains.csv", lambda f: f.write(csv_text.encode()))
+    report = {
+        "root": str(root),
+        "methods": {m: len(h) for m, h in runs.items()},
+        "pairs": [list(p) for p in pairs],
+        "accuracy": {m: {metric: {str(c): s for c, s in accuracy_summary(h, metric).items()} for metric in METRICS}
+                     for m, h in runs.items()},
+        "gains": {metric: {cb: {str(r["cycle"]): r["gain"] for r in rows[metric] if r["method"] == cb}
+                           for _, cb in pairs} for metric in METRICS},
+        "files": [str(p) for p in files.values()],
+    }
+    files["report"] = atomic_write_json(out / "report.json", report, indent=1)
+    report["files"].append(str(files["report"]))
+    _log_to_wandb(files, rows["acc"] + rows["mean_class_acc"])
+    return report
+
+
+def _log_to_wandb(files: Mapping[str, Path], rows: list[dict[str, Any]]) -> None:
+    """Log the PNGs (as ``wandb.Image``: offline W&B cannot log raw matplotlib figures) to the active W&B run."""
+    wandb = sys.modules.get("wandb")  # never imported here: without an import nobody can have started a run
+    if wandb is None or getattr(wandb, "run", None) is None:
+        return
+    payload: dict[str, Any] = {f"report/{k}": wandb.Image(str(p)) for k, p in files.items() if str(p).endswith(".png")}
+    if rows:
+        columns = list(rows[0])
+        payload["report/gains"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+    wandb.run.log(payload)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``report --runs DIR --out DIR``."""
+    parser.add_argument("--runs", required=True, help="runs folder (<method>/seed<k>/history.json) or a results.json")
+    parser.add_argument("--out", default=None, help="output folder (default: <runs>/report)")
+    parser.add_argument("--classes", default=None, help="comma-separated class names for the distribution plots")
+
+
+def run(args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    out = Path(args.out) if args.out else (runs.parent if runs.is_file() else runs) / "report"
+    classes = args.classes.split(",") if getattr(args, "classes", None) else None
+    report = make_report(runs, out, classes)
+    print(", ".join(f"{m}: {n} seed{'s' if n != 1 else ''}" for m, n in report["methods"].items()))
+    print((out / "gains.md").read_text())
+    print("Files:\n  " + "\n  ".join(report["files"]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cbal-lightning report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
