@@ -3,6 +3,8 @@
 * ``cbal-lightning demo``: the README's main command (digits, CPU-friendly).
 * ``cbal-lightning split --data cifar10 --root DIR --imbalance-factor 0.1``: the long-tail split as a table.
 * ``cbal-lightning sweep experiments/cifar10/if0.1 --seeds 0 1 2``: a grid of configs over seeds, resumable.
+* ``cbal-lightning report --runs runs/cifar10-if0.1``: figures and gain tables from the runs' ``history.json``.
+* ``cbal-lightning tune-lambda --config experiments/cifar10/if1/entropy_cb.yaml``: the lambda sweep of Sec. 4.
 * ``cbal-lightning fit --config experiments/cifar10/if0.1/entropy_cb.yaml``: any run, through LightningCLI (so every
   Trainer option, logger and strategy is available from YAML or flags); also ``validate``/``test``.
 """
@@ -15,7 +17,7 @@ from typing import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
-from cbal_lightning import sweep
+from cbal_lightning import lambda_sweep, reports, sweep
 from cbal_lightning.data import ActiveDataModule
 from cbal_lightning.models import ImageClassifier
 
@@ -62,9 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--initial-fraction", type=float, default=0.1)
     split.add_argument("--seed", type=int, default=0)
 
-    sweep_parser = sub.add_parser("sweep", help="run experiment configs over seeds, resuming what is done "
-                                  "(arguments after -- go to every `fit`)")
-    sweep.add_arguments(sweep_parser)
+    sweep.add_arguments(sub.add_parser(
+        "sweep", help="run experiment configs over seeds, resuming what is done (arguments after -- go to every fit)"))
+    reports.add_arguments(sub.add_parser(
+        "report", help="accuracy curves (mean +- std over seeds), class distributions and CB-gain tables from runs"))
+    lambda_sweep.add_arguments(sub.add_parser(
+        "tune-lambda", help="Sec. 4 / Fig. 4: solve one query for a range of lambda and pick lambda"))
 
     for name in ("fit", "validate", "test"):
         sub.add_parser(name, help=f"LightningCLI {name} (see `cbal-lightning {name} --help`)", add_help=False)
@@ -96,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(words)
     if args.command == "sweep":
         sweep.run(args, extra)
+    elif args.command == "report":
+        reports.run(args)
+    elif args.command == "tune-lambda":
+        lambda_sweep.run(args)
     elif args.command == "demo":
         from cbal_lightning.demo import main as demo_main
 

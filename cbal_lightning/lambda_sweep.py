@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_LAMS",
     "sweep_lambda",
     "choose_lambda",
+    "lambda_converged",
     "reference_points",
     "plot_lambda_sweep",
     "sweep_table",
@@ -63,6 +65,7 @@ def _point(selection: Any, lam: float | None, name: str) -> dict[str, Any]:
         "l1": float(selection.l1_deviation),  # ||Omega - P^T z||_1, not weighted by lambda
         "l1_score": l1_score(counts) if counts.size else 0.0,  # Eq. 10 on the expected counts
         "objective": float(selection.cost_term + (lam or 0.0) * selection.l1_deviation),
+        "lower_bound": float(selection.lower_bound),  # the solver's bound: objective - lower_bound bounds the gap
         "status": selection.status,
         "expected_counts": counts.tolist(),
     }
@@ -89,7 +92,11 @@ def sweep_lambda(
     Returns:
         One dict per lambda: ``lam``, ``cost`` (the entropy part ``sum z_i cost_i``), ``score`` (``-cost``, the
         summed informativeness), ``l1`` (``||Omega - P^T z||_1``), ``l1_score`` (Eq. 10 of ``P^T z``),
-        ``objective``, solver ``status`` and ``expected_counts``.
+        ``objective``, the solver's ``lower_bound`` on it, ``status`` and ``expected_counts``.
+
+        With ``eps_k = objective_k - lower_bound_k`` (how far from optimal the solver may have stopped), the
+        monotonicity argument of the module docstring holds up to ``L(lam_j) - L(lam_k) <= (eps_j + eps_k) /
+        (lam_j - lam_k)`` for ``lam_k < lam_j``.
     """
     grid = sorted({float(x) for x in lams})
     if not grid or grid[0] < 0 or not np.all(np.isfinite(grid)):
@@ -133,6 +140,18 @@ def choose_lambda(results: Sequence[dict[str, Any]], tol: float = 0.01) -> float
     return float(points[-1]["lam"])  # unreachable: the last point always qualifies
 
 
+def lambda_converged(results: Sequence[dict[str, Any]], tol: float = 0.01) -> bool:
+    """Whether the L1 part has converged inside the grid: its last step falls by at most ``tol * L0``.
+
+    When it has not, :func:`choose_lambda` returns the largest lambda of the grid, and a wider grid may pick a
+    larger one.
+    """
+    points = sorted(results, key=lambda r: r["lam"])
+    if len(points) < 2:
+        return False
+    return points[-2]["l1"] - points[-1]["l1"] <= tol * points[0]["l1"]
+
+
 def plot_lambda_sweep(
     results: Sequence[dict[str, Any]],
     path: str | Path,
@@ -144,7 +163,7 @@ def plot_lambda_sweep(
     points = sorted(results, key=lambda r: r["lam"])
     lams = [p["lam"] for p in points]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
-    panels = (("cost", "entropy part  z$^T$(P log P)1"), ("l1", r"L1 part  $\|\Omega - P^T z\|_1$"),
+    panels = (("cost", "cost part  $\\sum_i z_i$ cost$_i$ (entropy: z$^T$(P log P)1)"), ("l1", r"L1 part  $\|\Omega - P^T z\|_1$"),
               ("l1_score", "L1 score (Eq. 10) of $P^T z$"))
     for ax, (key, label) in zip(axes, panels):
         ax.plot(lams, [p[key] for p in points], marker="o", ms=4, color="C0", label="Eq. 8 optimum")
@@ -166,7 +185,7 @@ def plot_lambda_sweep(
 
 def sweep_table(results: Sequence[dict[str, Any]], chosen: float | None = None) -> str:
     """A plain-text table of the sweep (one row per lambda)."""
-    lines = [f"{'lambda':>7} {'entropy part':>13} {'L1 part':>9} {'L1 score':>9}  status"]
+    lines = [f"{'lambda':>7} {'cost part':>13} {'L1 part':>9} {'L1 score':>9}  status"]
     for p in sorted(results, key=lambda r: r["lam"]):
         mark = "  <- chosen" if chosen is not None and p["lam"] == chosen else ""
         lines.append(f"{p['lam']:7.3g} {p['cost']:13.4f} {p['l1']:9.3f} {p['l1_score']:9.4f}  {p['status']}{mark}")
@@ -176,26 +195,34 @@ def sweep_table(results: Sequence[dict[str, Any]], chosen: float | None = None) 
 # ---------------------------------------------------------------------------------------------- end to end
 
 
-def _instantiate(config: str | Path, epochs: int | None, seed: int, out: Path, accelerator: str) -> tuple[Any, Any, Any, int]:
-    """Model, datamodule and ActiveLearningCallback of a LightningCLI config (trainer not used), and max_epochs."""
+def _instantiate(config: str | Path, epochs: int | None, seed: int) -> tuple[Any, Any, Any, int]:
+    """Model, datamodule and ActiveLearningCallback of a LightningCLI config, and the epochs to train.
+
+    The config is parsed and instantiated by the same :class:`~cbal_lightning.cli.ActiveLearningCLI` as
+    ``cbal-lightning fit`` (so ``num_classes``/``in_channels`` follow the datamodule), but no Trainer is built from
+    it: its strategy, devices, loggers and checkpoint callbacks are meant for the full run, not for this one.
+    """
     from cbal_lightning.callback import ActiveLearningCallback
     from cbal_lightning.cli import ActiveLearningCLI
     from cbal_lightning.data import ActiveDataModule
     from cbal_lightning.models import ImageClassifier
 
-    args = ["--config", str(config), "--seed_everything", str(seed), "--trainer.logger", "false",
-            "--trainer.enable_checkpointing", "false", "--trainer.accelerator", accelerator,
-            "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.num_nodes", "1",
-            "--trainer.default_root_dir", str(out)]
-    if epochs is not None:
-        args += ["--trainer.max_epochs", str(epochs)]
-    cli = ActiveLearningCLI(ImageClassifier, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
+    class _NoTrainerCLI(ActiveLearningCLI):
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            self.trainer_config = self._get(self.config_init, "trainer", default={})
+            return None
+
+    args = ["--config", str(config), "--seed_everything", str(seed), "--trainer.logger", "false"]
+    with warnings.catch_warnings():  # LightningCLI warns when sys.argv (ours) is non-empty besides args
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        cli = _NoTrainerCLI(ImageClassifier, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
                             run=False, args=args, save_config_callback=None)
-    callbacks = [cb for cb in cli.trainer.callbacks if isinstance(cb, ActiveLearningCallback)]
+    trainer_config = dict(cli.trainer_config or {})
+    callbacks = [cb for cb in trainer_config.get("callbacks") or [] if isinstance(cb, ActiveLearningCallback)]
     al = callbacks[0] if callbacks else None
     max_epochs = epochs
     if max_epochs is None:
-        max_epochs = (al.epochs_per_cycle_arg if al is not None else None) or cli.trainer.max_epochs
+        max_epochs = (al.epochs_per_cycle_arg if al is not None else None) or trainer_config.get("max_epochs") or 100
     return cli.model, cli.datamodule, al, int(max_epochs)
 
 
@@ -208,10 +235,15 @@ def tune_lambda(
     tol: float = 0.01,
     seed: int = 0,
     accelerator: str = "auto",
-    time_limit: float = 30.0,
+    time_limit: float | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Train the config's model on the initial labeled set, score the pool with entropy and sweep lambda (Fig. 4).
+    """Train the config's model on the initial labeled set, score the pool and sweep lambda (Fig. 4).
+
+    The pool is scored with the config's scorer (entropy, BALD, margin, ...; entropy when the config has none or
+    its scorer trains a model of its own, as VAAL does) and the sweep solves Eq. 8/9 with that score: it tunes
+    ``ClassBalanced(lam)``. KCenterGreedy-CB and BADGE-CB use lambda in a greedy rule of their own (Algorithm 2)
+    and are not covered.
 
     Args:
         config: a LightningCLI YAML (``model``, ``data``; the ``ActiveLearningCallback`` in ``trainer.callbacks``
@@ -223,7 +255,7 @@ def tune_lambda(
         budget: samples per query (int) or fraction of the train set (float < 1); default: the callback's.
         tol: see :func:`choose_lambda`.
         seed, accelerator: for training (one device).
-        time_limit: solver seconds per lambda.
+        time_limit: solver seconds per lambda (default: the config's ``ClassBalanced(time_limit=...)``, else 30).
 
     Returns:
         ``{"config", "budget", "epochs", "lams", "results", "references", "chosen_lambda", "tol", "files"}``, also
@@ -232,12 +264,12 @@ def tune_lambda(
     from lightning.pytorch import Trainer, seed_everything
 
     from cbal_lightning.inference import predict_pool
-    from cbal_lightning.scoring import Entropy
+    from cbal_lightning.scoring import Entropy, Scorer
 
     out = Path(out or "runs/tune_lambda")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed, workers=True, verbose=False)
-    model, dm, al, max_epochs = _instantiate(config, epochs, seed, out, accelerator)
+    model, dm, al, max_epochs = _instantiate(config, epochs, seed)
     dm.setup("fit")
     budget_arg = budget if budget is not None else (al.budget_arg if al is not None else None)
     if budget_arg is None:
@@ -251,27 +283,36 @@ def tune_lambda(
     trainer.fit(model, datamodule=dm)
     pool = dm.pools.unlabeled_indices()
     loader = dm.eval_dataloader(pool, batch_size=dm.eval_batch_size)
-    preds = predict_pool(model, loader, Entropy(), cycle=1, device=model.device)
+    scorer = getattr(al, "scorer", None)
+    if scorer is None or type(scorer).prepare is not Scorer.prepare:  # VAAL trains its own model in prepare()
+        scorer = Entropy()
+    preds = predict_pool(model, loader, scorer, cycle=1, device=model.device)
     omega = class_targets(dm.pools.labeled_counts(), b, 1, dm.pools.initial_size)  # Eq. 4 for the first query
-    cost = -preds.scores.astype(np.float64)  # Eq. 8: z^T (P log P) 1
+    cost = -preds.scores.astype(np.float64)  # Eq. 8 (entropy): z^T (P log P) 1; Eq. 9 for other scores
+    if time_limit is None:
+        time_limit = float(getattr(getattr(al, "selector", None), "time_limit", 30.0))
     results = sweep_lambda(cost, preds.probs, b, omega, lams, time_limit=time_limit, seed=seed)
     references = reference_points(cost, preds.probs, b, omega)
     chosen = choose_lambda(results, tol)
+    converged = lambda_converged(results, tol)
     png = plot_lambda_sweep(results, out / "lambda_sweep.png", references, chosen,
                             title=f"{Path(config).name}: b={b}, pool={len(pool)}, {max_epochs} epochs on the initial set")
     report = {
-        "config": str(config), "budget": b, "epochs": max_epochs, "pool_size": int(len(pool)),
+        "config": str(config), "scorer": repr(scorer), "budget": b, "epochs": max_epochs, "pool_size": int(len(pool)),
         "omega": omega.tolist(), "lams": [r["lam"] for r in results], "results": results,
-        "references": references, "chosen_lambda": chosen, "tol": tol,
+        "references": references, "chosen_lambda": chosen, "converged": converged, "tol": tol,
         "files": [str(png), str(out / "lambda_sweep.json")],
     }
     atomic_write_json(out / "lambda_sweep.json", report, indent=1)
     if verbose:
         print(sweep_table(results, chosen))
         for ref in references.values():
-            print(f"{ref['name']:>22}: entropy part {ref['cost']:.4f}, L1 part {ref['l1']:.3f}, L1 score {ref['l1_score']:.4f}")
+            print(f"{ref['name']:>22}: cost part {ref['cost']:.4f}, L1 part {ref['l1']:.3f}, L1 score {ref['l1_score']:.4f}")
         print(f"chosen lambda: {chosen:g} (smallest lambda after which the L1 part falls by <= {tol:g} x its value at "
               f"lambda={results[0]['lam']:g})")
+        if not converged:
+            print(f"warning: the L1 part still falls by more than {tol:g} x its lambda={results[0]['lam']:g} value "
+                  "between the last two lambdas: extend the grid (--lams) to see where it converges")
         print("Files: " + ", ".join(report["files"]))
     return report
 
@@ -289,7 +330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tol", type=float, default=0.01, help="convergence tolerance of the L1 part, relative to lambda=0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--time-limit", type=float, default=30.0, help="solver seconds per lambda")
+    parser.add_argument("--time-limit", type=float, default=None, help="solver seconds per lambda (default: the config's)")
 
 
 def run(args: argparse.Namespace) -> None:

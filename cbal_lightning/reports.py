@@ -5,7 +5,9 @@ Layouts read by :func:`load_runs` (``root`` may be a folder or a ``.json`` file)
 1. ``<root>/<method>/seed<k>/history.json`` -- the canonical layout: one folder per method, one per seed, each
    holding the :class:`~cbal_lightning.callback.ActiveLearningCallback`'s ``history`` as JSON. The callback writes
    ``history.json`` into its ``output_dir`` by itself, so ``output_dir=runs/<method>/seed<k>`` is all it takes;
-   :func:`save_history` writes one from a history in memory.
+   :func:`save_history` writes one from a history in memory. ``cbal-lightning sweep`` writes this layout one or
+   two levels deeper (``<out>/<dataset>/if<IF>/<method>/seed<k>``): ``history.json`` files are found at any depth
+   and the folder path all methods share is dropped from their names.
 2. ``<root>/<method>/history.json`` -- a single seed per method (e.g. the demo's per-method folders).
 3. ``results.json`` files as written by ``cbal-lightning demo`` (``{method: history}``): ``root`` itself, or
    ``<root>/results.json``, or ``<root>/seed<k>/results.json`` (one demo run per seed). When any such file is
@@ -15,7 +17,8 @@ Layouts read by :func:`load_runs` (``root`` may be a folder or a ``.json`` file)
 make a report on its own, and folders holding it without a ``history.json`` are skipped.
 
 Pairs: a method ``"X-CB"`` is the class-balanced variant of the method ``"X"`` (e.g. ``Entropy`` /
-``Entropy-CB``, ``KCenterGreedy`` / ``KCenterGreedy-CB``). Gains are the mean over seeds of the CB variant's test
+``Entropy-CB``, ``KCenterGreedy`` / ``KCenterGreedy-CB``); ``"x_cb"`` / ``"x"`` (the experiment configs' file
+names, e.g. ``entropy_cb`` / ``entropy``) pair the same way, and the suffix's case does not matter. Gains are the mean over seeds of the CB variant's test
 accuracy minus the baseline's, in percentage points, per query cycle (cycles >= 1, as in the paper's tables).
 
 Outputs of :func:`make_report` in ``out``: ``accuracy.png`` (mean +- std over seeds vs labeled-set size),
@@ -49,6 +52,7 @@ __all__ = [
     "load_history",
     "load_runs",
     "method_pairs",
+    "cb_baseline",
     "accuracy_summary",
     "gain_table",
     "plot_accuracy_seeds",
@@ -64,6 +68,7 @@ HISTORY_FILE = "history.json"
 RESULTS_FILE = "results.json"
 METRICS = ("acc", "mean_class_acc")
 _SEED_DIR = re.compile(r"^seed[_-]?(\d+)$")
+_CB_NAME = re.compile(r"^(.+?)[-_ ]cb$", re.IGNORECASE)  # "Entropy-CB" (demo, paper) and "entropy_cb" (configs)
 
 History = list[dict[str, Any]]
 Runs = dict[str, list[History]]  # method -> one history per seed
@@ -99,8 +104,31 @@ def _seed_key(path: Path) -> tuple[int, str]:
     return (int(match.group(1)) if match else 1 << 30, path.name)
 
 
+def _method_key(run_dir: Path, root: Path) -> tuple[Path, str]:
+    """The method folder of a run folder (the parent of a ``seed<k>`` folder, else the run folder itself)."""
+    method_dir = run_dir.parent if _SEED_DIR.match(run_dir.name) else run_dir
+    try:
+        key = method_dir.relative_to(root).as_posix()
+    except ValueError:  # root is itself a seed folder
+        key = method_dir.name
+    return method_dir, (key if key not in ("", ".") else method_dir.resolve().name)
+
+
+def _strip_common_prefix(runs: Runs) -> Runs:
+    """``digits/if0.1/entropy`` -> ``entropy`` when every method lies in the same ``digits/if0.1`` folder."""
+    parts = [name.split("/") for name in runs]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    return {"/".join(p[common:]): histories for p, histories in zip(parts, runs.values())}
+
+
 def load_runs(root: str | Path) -> Runs:
     """Every run under ``root`` as ``{method: [history of seed 0, history of seed 1, ...]}`` (see the module doc).
+
+    ``history.json`` files are found at any depth, so the sweep's ``<out>/<dataset>/if<IF>/<method>/seed<k>``
+    tree works from ``<out>`` or any folder inside it; methods are named by their folder's path below ``root``,
+    without the part all of them share (``entropy_cb`` rather than ``digits/if0.1/entropy_cb``).
 
     Raises:
         FileNotFoundError: ``root`` does not exist or holds no run in a known layout.
@@ -120,24 +148,32 @@ def load_runs(root: str | Path) -> Runs:
             for method, history in _read_results(path).items():
                 runs.setdefault(method, []).append(history)
         return runs
-    for method_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if (method_dir / HISTORY_FILE).is_file():
-            runs.setdefault(method_dir.name, []).append(load_history(method_dir / HISTORY_FILE))
-        seeds = sorted((p for p in method_dir.iterdir() if p.is_dir() and (p / HISTORY_FILE).is_file()), key=_seed_key)
-        for seed_dir in seeds:
-            runs.setdefault(method_dir.name, []).append(load_history(seed_dir / HISTORY_FILE))
+    found = []
+    for path in root.rglob(HISTORY_FILE):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # hidden folders (editor or notebook copies)
+        method_dir, key = _method_key(path.parent, root)
+        found.append((method_dir.as_posix(), _seed_key(path.parent), key, path))
+    for _, _, key, path in sorted(found):
+        runs.setdefault(key, []).append(load_history(path))
     if not runs:
         raise FileNotFoundError(
             f"runs: nothing found under {root}; expected <root>/<method>/seed<k>/{HISTORY_FILE}, "
             f"<root>/<method>/{HISTORY_FILE} or a {RESULTS_FILE} written by `cbal-lightning demo`"
         )
-    return runs
+    return _strip_common_prefix(runs)
+
+
+def cb_baseline(name: str) -> str | None:
+    """The baseline of a class-balanced method name (``X-CB`` or ``X_cb``, any case), else ``None``."""
+    match = _CB_NAME.match(name)
+    return match.group(1) if match else None
 
 
 def method_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
-    """``(baseline, baseline + "-CB")`` for every CB method whose baseline is present, in the given order."""
+    """``(X, X-CB)`` (or ``(x, x_cb)``) for every CB method whose baseline is present, in the given order."""
     names = set(methods)
-    return [(m[: -len(CB_SUFFIX)], m) for m in methods if m.endswith(CB_SUFFIX) and m[: -len(CB_SUFFIX)] in names]
+    return [(base, m) for m in methods if (base := cb_baseline(m)) is not None and base in names]
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -218,17 +254,17 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def plot_accuracy_seeds(runs: Runs, path: str | Path) -> Path:
     """Top-1 and mean per-class accuracy vs labeled-set size, mean +- std over seeds (Fig. 5/6 style).
 
-    A method ``X-CB`` is drawn solid in the colour of its baseline ``X``, which is drawn dashed (as in the paper).
+    A CB method is drawn solid in the colour of its baseline, which is drawn dashed (as in the paper).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    paired = dict((cb, base) for base, cb in method_pairs(list(runs)))
     colors: dict[str, str] = {}
     for name in runs:
-        base = name[: -len(CB_SUFFIX)] if name.endswith(CB_SUFFIX) else name
-        colors.setdefault(base, f"C{len(colors) % 10}")
+        colors.setdefault(paired.get(name, name), f"C{len(colors) % 10}")
     for name, histories in runs.items():
-        is_cb = name.endswith(CB_SUFFIX)
-        base = name[: -len(CB_SUFFIX)] if is_cb else name
-        has_cb = f"{name}{CB_SUFFIX}" in runs
+        is_cb = name in paired
+        base = paired.get(name, name)
+        has_cb = name in paired.values()
         style = "-" if is_cb or not has_cb else "--"
         for ax, metric in zip(axes, METRICS):
             summary = accuracy_summary(histories, metric)
@@ -272,8 +308,10 @@ def plot_pair_distribution(
                 scores = [l1_score(c) for c in counts]
                 title += f" ({np.mean(scores):.3f}±{np.std(scores):.3f})"
             ax.set_title(title, fontsize=8)
-            if class_names is not None and len(class_names) == len(mean) and len(mean) <= 20:
-                ax.set_xticks(np.arange(len(mean)), list(class_names), rotation=90, fontsize=6)
+            if len(mean) <= 20:
+                names = list(class_names) if class_names is not None and len(class_names) == len(mean) else None
+                ax.set_xticks(np.arange(len(mean)), names or [str(c) for c in range(len(mean))],
+                              rotation=90 if names else 0, fontsize=6)
         axes[r, 0].set_ylabel("labeled samples")
     return _save(fig, path)
 

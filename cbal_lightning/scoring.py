@@ -13,7 +13,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Scorer", "Random", "Entropy", "Margin", "LeastConfidence", "BALD", "hashed_uniform"]
+__all__ = ["class_probabilities", "Scorer", "Random", "Entropy", "Margin", "LeastConfidence", "BALD", "hashed_uniform"]
+
+
+def class_probabilities(model: nn.Module, images: Tensor, *, embed: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Softmax probabilities P (float32) of a batch, and its penultimate embeddings when ``embed`` is set.
+
+    Example:
+        >>> from cbal_lightning.models import ImageClassifier
+        >>> model = ImageClassifier(num_classes=3, backbone="small_cnn", in_channels=1).eval()
+        >>> probs, h = class_probabilities(model, torch.zeros(2, 1, 8, 8), embed=True)
+        >>> probs.shape, h.shape
+        (torch.Size([2, 3]), torch.Size([2, 64]))
+    """
+    if embed:
+        embeddings = model.embed(images)
+        logits = model.classify(embeddings)
+    else:
+        embeddings, logits = None, model(images)
+    return torch.softmax(logits.float(), dim=-1), embeddings
 
 
 class Scorer(ABC):
@@ -33,12 +51,7 @@ class Scorer(ABC):
         self, model: nn.Module, images: Tensor, indices: Tensor, cycle: int, *, embed: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Return ``(probs, scores, embeddings)`` for one batch: (B, C), (B,) float32 and (B, d) or ``None``."""
-        if embed:
-            embeddings = model.embed(images)
-            logits = model.classify(embeddings)
-        else:
-            embeddings, logits = None, model(images)
-        probs = torch.softmax(logits.float(), dim=-1)
+        probs, embeddings = class_probabilities(model, images, embed=embed)
         return probs, self.score(probs, indices, cycle).float(), embeddings
 
     def prepare(self, trainer: Any, pl_module: nn.Module, datamodule: Any, cycle: int) -> None:

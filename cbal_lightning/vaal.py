@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cbal_lightning.scoring import Scorer
+from cbal_lightning.scoring import Scorer, class_probabilities
 
 __all__ = ["VAE", "Discriminator", "VAAL"]
 
@@ -278,12 +278,7 @@ class VAAL(Scorer):
                 f"VAAL: call prepare(trainer, pl_module, datamodule, {cycle}) before scoring cycle {cycle} "
                 f"(prepared for cycle {self.prepared_cycle})."
             )
-        if embed:
-            embeddings = model.embed(images)
-            logits = model.classify(embeddings)
-        else:
-            embeddings, logits = None, model(images)
-        probs = torch.softmax(logits.float(), dim=-1)
+        probs, embeddings = class_probabilities(model, images, embed=embed)  # P of the task model, for VAAL-CB
         mu = self.vae.encode(images)[0]
         with torch.autocast(images.device.type, enabled=False):
             labeled_prob = self.discriminator(mu.float())

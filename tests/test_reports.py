@@ -116,3 +116,22 @@ def test_figures_go_to_an_active_wandb_run(tmp_path: Path) -> None:
     images = list(run_dir.glob("files/media/images/report/*.png"))
     assert any("accuracy" in p.name for p in images), sorted(run_dir.rglob("*"))
     assert "wandb" in sys.modules
+
+
+def test_sweep_tree_with_config_names(tmp_path: Path) -> None:
+    """``cbal-lightning sweep`` writes <out>/<dataset>/if<IF>/<method>/seed<k>/history.json with file-stem names."""
+    exp = tmp_path / "out" / "digits" / "if0.1"
+    for seed in (0, 1):
+        save_history(_history([0.5, 0.6], COUNTS[:2]), exp / "entropy" / f"seed{seed}" / "history.json")
+        save_history(_history([0.5, 0.65], BALANCED[:2]), exp / "entropy_cb" / f"seed{seed}" / "history.json")
+        save_history(_history([0.5, 0.55], COUNTS[:2]), exp / "entropy_l1_pseudo_label" / f"seed{seed}" / "history.json")
+    (exp / ".hidden" / "seed0").mkdir(parents=True)
+    (exp / ".hidden" / "seed0" / "history.json").write_text("not json")
+    for root in (tmp_path / "out", exp):
+        runs = load_runs(root)
+        assert {m: len(h) for m, h in runs.items()} == {"entropy": 2, "entropy_cb": 2, "entropy_l1_pseudo_label": 2}
+    assert load_runs(exp / "entropy")  # a single method folder
+    assert reports.cb_baseline("VAAL-CB") == "VAAL" and reports.cb_baseline("pseudo_label") is None
+    report = make_report(tmp_path / "out", tmp_path / "rep")
+    assert report["pairs"] == [["entropy", "entropy_cb"]]
+    assert report["gains"]["acc"]["entropy_cb"] == pytest.approx({"1": 5.0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,15 @@ def test_wandb_offline_run_holds_the_cycle_keys(tmp_path: Path) -> None:
     # Offline runs keep the history in the binary run-<id>.wandb log (protobuf records; keys are stored as text)
     # and the tables as JSON files under files/media.
     (record_file,) = run_dir.glob("run-*.wandb")
+    keys = ("al/cycle", "al/num_labeled", "al/test/acc", "al/test/mean_class_acc", "al/test/class_acc/9",
+            "al/query/l1_score", "al/query/expected_l1_score", "al/labeled_l1_score", "al/query/objective",
+            "al/query/lower_bound", "al/query/gap", "al/query/status", "al/query/inference_seconds",
+            "al/query/selection_seconds", "al/selected_samples", "al/labeled_per_class")
+    deadline = time.monotonic() + 60  # the wandb-core service may still be flushing the file after finish()
+    while not all(k.encode() in record_file.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
     raw = record_file.read_bytes()
-    for key in ("al/cycle", "al/num_labeled", "al/test/acc", "al/test/mean_class_acc", "al/test/class_acc/9",
-                "al/query/l1_score", "al/query/expected_l1_score", "al/labeled_l1_score", "al/query/objective",
-                "al/query/lower_bound", "al/query/gap", "al/query/status", "al/query/inference_seconds",
-                "al/query/selection_seconds", "al/selected_samples", "al/labeled_per_class"):
+    for key in keys:
         assert key.encode() in raw, f"{key} missing from the W&B run"
     (samples_file,) = run_dir.glob("files/media/table/al/selected_samples_*.table.json")
     samples = json.loads(samples_file.read_text())
