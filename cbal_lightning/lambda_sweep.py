@@ -24,19 +24,15 @@ selection never grows). The solver stops within a relative gap of 1e-4, so tiny 
 from __future__ import annotations
 
 import argparse
-import io
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cbal_lightning.io import atomic_write, atomic_write_json  # noqa: E402
-from cbal_lightning.selection import balanced_select, class_targets, l1_score, pseudo_label_quota  # noqa: E402
+from cbal_lightning.io import atomic_write_json
+from cbal_lightning.plots import new_figure, save_figure
+from cbal_lightning.selection import balanced_select, class_targets, l1_score, pseudo_label_quota
 
 __all__ = [
     "DEFAULT_LAMS",
@@ -162,7 +158,7 @@ def plot_lambda_sweep(
     """Fig. 4: the entropy part and the L1 part of Eq. 8 against lambda (plus the L1 score), PNG written atomically."""
     points = sorted(results, key=lambda r: r["lam"])
     lams = [p["lam"] for p in points]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(13, 3.8))
     panels = (("cost", "cost part  $\\sum_i z_i$ cost$_i$ (entropy: z$^T$(P log P)1)"), ("l1", r"L1 part  $\|\Omega - P^T z\|_1$"),
               ("l1_score", "L1 score (Eq. 10) of $P^T z$"))
     for ax, (key, label) in zip(axes, panels):
@@ -176,11 +172,7 @@ def plot_lambda_sweep(
     axes[1].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    data = buffer.getvalue()
-    return atomic_write(path, lambda f: f.write(data))
+    return save_figure(fig, path)
 
 
 def sweep_table(results: Sequence[dict[str, Any]], chosen: float | None = None) -> str:

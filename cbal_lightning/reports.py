@@ -37,14 +37,11 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cbal_lightning.io import atomic_write, atomic_write_json  # noqa: E402
-from cbal_lightning.selection import l1_score  # noqa: E402
+from cbal_lightning.io import atomic_write, atomic_write_json
+from cbal_lightning.plots import new_figure, save_figure
+from cbal_lightning.selection import l1_score
 
 __all__ = [
     "CB_SUFFIX",
@@ -256,7 +253,7 @@ def plot_accuracy_seeds(runs: Runs, path: str | Path) -> Path:
 
     A CB method is drawn solid in the colour of its baseline, which is drawn dashed (as in the paper).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, axes = new_figure(1, 2, figsize=(11, 4.2))
     paired = dict((cb, base) for base, cb in method_pairs(list(runs)))
     colors: dict[str, str] = {}
     for name in runs:
@@ -280,7 +277,7 @@ def plot_accuracy_seeds(runs: Runs, path: str | Path) -> Path:
         ax.set(xlabel="labeled samples", title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pair_distribution(
@@ -293,7 +290,7 @@ def plot_pair_distribution(
     """
     rows = (baseline, cb)
     cycles = max(len(h) for name in rows for h in runs[name])
-    fig, axes = plt.subplots(2, cycles, figsize=(2.6 * cycles, 4.6), squeeze=False, sharey=True, constrained_layout=True)
+    fig, axes = new_figure(2, cycles, figsize=(2.6 * cycles, 4.6), squeeze=False, sharey=True)
     for r, name in enumerate(rows):
         for col in range(cycles):
             ax = axes[r, col]
@@ -313,15 +310,8 @@ def plot_pair_distribution(
                 ax.set_xticks(np.arange(len(mean)), names or [str(c) for c in range(len(mean))],
                               rotation=90 if names else 0, fontsize=6)
         axes[r, 0].set_ylabel("labeled samples")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
-
-def _save(fig: Any, path: str | Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    data = buffer.getvalue()
-    return atomic_write(path, lambda f: f.write(data))
 
 
 # ---------------------------------------------------------------------------------------------- the report
