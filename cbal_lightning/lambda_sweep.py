@@ -45,7 +45,6 @@ __all__ = [
     "tune_lambda",
     "add_arguments",
     "run",
-    "main",
 ]
 
 DEFAULT_LAMS = tuple(float(x) for x in np.linspace(0.0, 3.0, 13))  # the paper's range (0, 3), step 0.25
@@ -331,14 +330,3 @@ def run(args: argparse.Namespace) -> None:
         budget = int(budget)
     tune_lambda(args.config, args.lams, args.out, args.epochs, budget, args.tol, args.seed, args.accelerator,
                 args.time_limit)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cbal-lightning tune-lambda", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

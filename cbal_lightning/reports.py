@@ -57,7 +57,6 @@ __all__ = [
     "make_report",
     "add_arguments",
     "run",
-    "main",
 ]
 
 CB_SUFFIX = "-CB"
@@ -401,14 +400,3 @@ def run(args: argparse.Namespace) -> None:
     print(", ".join(f"{m}: {n} seed{'s' if n != 1 else ''}" for m, n in report["methods"].items()))
     print((out / "gains.md").read_text())
     print("Files:\n  " + "\n  ".join(report["files"]))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cbal-lightning report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cbal_lightning import reports
+from cbal_lightning.cli import main
 from cbal_lightning.reports import gain_table, load_runs, make_report, method_pairs, save_history
 
 
@@ -99,7 +100,7 @@ def test_cli_entry_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     reports.add_arguments(parser)
     reports.run(parser.parse_args(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]))
     assert "| Entropy-CB (%) |" in capsys.readouterr().out
-    reports.main(["--runs", str(tmp_path / "runs")])  # default out: <runs>/report
+    main(["report", "--runs", str(tmp_path / "runs")])  # default out: <runs>/report
     assert (tmp_path / "runs" / "report" / "gains.csv").is_file()
 
 
