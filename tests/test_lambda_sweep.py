@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from cbal_lightning.cli import main
 from cbal_lightning.lambda_sweep import (
     choose_lambda,
     lambda_converged,
-    main,
     plot_lambda_sweep,
     reference_points,
     sweep_lambda,
@@ -109,7 +109,7 @@ def test_tune_lambda_on_the_digits_config(tmp_path: Path, capsys: pytest.Capture
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "sweep"
-    main(["--config", str(path), "--epochs", "3", "--lams", "0", "1", "2", "--out", str(out),
+    main(["tune-lambda", "--config", str(path), "--epochs", "3", "--lams", "0", "1", "2", "--out", str(out),
           "--time-limit", "2", "--accelerator", "cpu"])
     printed = capsys.readouterr().out
     assert "chosen lambda" in printed
