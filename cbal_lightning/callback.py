@@ -59,12 +59,13 @@ class ActiveLearningCallback(Callback):
             from ``configure_optimizers`` in both cases, so schedules restart each cycle.
         eval_batch_size: batch size for pool scoring and test evaluation.
         seed: seeds the selector (and nothing global).
-        output_dir: where ``labeled_sets.jsonl`` is written; default ``trainer.log_dir``.
+        output_dir: where ``labeled_sets.jsonl`` and ``history.json`` are written; default ``trainer.log_dir``.
         progress: show a progress bar while scoring the pool (rank 0 only).
 
     The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
     ``num_classes``, ``targets``, ``eval_dataset``, ``eval_dataloader``, ``test_dataset`` and ``label``).
-    The model's ``forward`` must return logits of width ``num_classes``.
+    The model's ``forward`` must return logits of width ``num_classes``; selectors that need embeddings
+    (KCenterGreedy, BADGE) and BALD also need ``embed(x)`` and ``classify(h)``, as ``ImageClassifier`` has.
 
     Example:
         >>> from cbal_lightning.selection.selectors import ClassBalanced

@@ -255,3 +255,18 @@ def test_state_dict_before_setup_is_empty_or_the_pending_pools(roots) -> None:
     pending = DigitsDataModule(imbalance_factor=0.5)
     pending.load_state_dict(dm.state_dict())
     assert torch.equal(pending.state_dict()["pools"]["cycles"], dm.pools.state_dict()["cycles"])
+
+
+def test_eval_dataset_serves_any_train_samples_without_augmentation() -> None:
+    from cbal_lightning.data import DigitsDataModule
+
+    dm = DigitsDataModule(imbalance_factor=0.1)
+    dm.setup("fit")
+    labeled = dm.pools.labeled_indices()[:5]
+    dataset = dm.eval_dataset(labeled)
+    assert [int(dataset[k][1]) for k in range(5)] == labeled.tolist()  # items carry their train index
+    assert torch.equal(dataset[0][0], dm.eval_dataset(labeled)[0][0])  # deterministic: no augmentation
+    images, indices = next(iter(dm.eval_dataloader(labeled, batch_size=5)))
+    assert images.shape[0] == 5 and indices.tolist() == labeled.tolist()
+    with pytest.raises(ValueError, match="out of range"):
+        dm.eval_dataset([len(dm.pools)])
