@@ -31,10 +31,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from cbal_lightning.inference import IndexedDataset, PoolPredictions, evaluate_classifier, predict_pool, shard_sampler
+from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_sampler
 from cbal_lightning.io import atomic_write, atomic_write_json
+from cbal_lightning.query import PoolScores, choose_batch, score_pool
 from cbal_lightning.scoring import Entropy, Scorer
-from cbal_lightning.selection import class_targets, l1_score
+from cbal_lightning.selection import l1_score
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
 
 __all__ = ["ActiveLearningCallback"]
@@ -202,14 +203,11 @@ class ActiveLearningCallback(Callback):
         dm = self._datamodule(trainer)
         assert self.budget is not None
         self.scorer.prepare(trainer, pl_module, dm, cycle)
-        embed = getattr(self.selector, "needs_embeddings", False)
-        preds = self._predict(trainer, pl_module, dm, dm.pools.unlabeled_indices(), cycle, embed, "scoring pool")
-        labeled = None
-        if embed:  # representativeness selectors also need the labeled set's embeddings
-            labeled = self._predict(trainer, pl_module, dm, dm.pools.labeled_indices(), cycle, True, "embedding labeled set")
-        record = None
-        if trainer.is_global_zero:
-            record = self._select(dm, preds, labeled, cycle)
+        scores = score_pool(
+            pl_module, dm, self.scorer, self.selector, cycle, device=pl_module.device, strategy=trainer.strategy,
+            batch_size=self.eval_batch_size, progress=self._show_progress(trainer),
+        )
+        record = self._select(dm, scores, cycle) if trainer.is_global_zero else None
         record = trainer.strategy.broadcast(record, src=0)
         dm.label(np.asarray(record["indices"], dtype=np.int64), cycle)
         record["num_labeled"] = dm.pools.num_labeled
@@ -227,39 +225,29 @@ class ActiveLearningCallback(Callback):
             f"{record['num_labeled']} labeled in all"
         )
 
-    def _predict(
-        self, trainer: Trainer, pl_module: LightningModule, dm: Any, indices: np.ndarray, cycle: int, embed: bool, desc: str
-    ) -> PoolPredictions:
-        """Run the scorer over the train samples ``indices`` (eval transforms), sharded across ranks."""
-        sampler = shard_sampler(dm.eval_dataset(indices), trainer.strategy)
-        loader = dm.eval_dataloader(indices, sampler=sampler, batch_size=self.eval_batch_size)
-        return predict_pool(
-            pl_module, loader, self.scorer, cycle, device=pl_module.device, strategy=trainer.strategy,
-            progress=self._show_progress(trainer), embed=embed, desc=desc,
-        )
-
-    def _select(self, dm: Any, preds: PoolPredictions, labeled: PoolPredictions | None, cycle: int) -> dict[str, Any]:
+    def _select(self, dm: Any, scores: PoolScores, cycle: int) -> dict[str, Any]:
+        """Choose the batch and describe it: the history record of this query (rank 0)."""
         assert self.budget is not None
-        omega = class_targets(dm.pools.labeled_counts(), self.budget, cycle, dm.pools.initial_size)  # Eq. 4
-        extra = {} if labeled is None else {"embeddings": preds.embeddings, "labeled_embeddings": labeled.embeddings}
         start = time.perf_counter()
-        selection = self.selector.select(preds.scores, preds.probs, self.budget, omega, seed=self.seed + cycle, **extra)
+        selection, omega = choose_batch(self.selector, scores, dm.pools, self.budget, cycle, seed=self.seed)
         seconds = time.perf_counter() - start
+        preds = scores.pool
         chosen = preds.indices[selection.indices]
         true = dm.targets[chosen]
+        predicted = preds.probs[selection.indices].argmax(1)
         stats = dict(selection.summary())
         stats.update(
             l1_score=l1_score(np.bincount(true, minlength=dm.num_classes)),  # Eq. 10 on the revealed labels
             expected_l1_score=l1_score(selection.expected_counts),  # Eq. 10 on P^T z, what the optimiser sees
-            pseudo_label_l1_score=l1_score(np.bincount(preds.probs[selection.indices].argmax(1), minlength=dm.num_classes)),
-            inference_seconds=preds.seconds + (labeled.seconds if labeled is not None else 0.0),
+            pseudo_label_l1_score=l1_score(np.bincount(predicted, minlength=dm.num_classes)),
+            inference_seconds=scores.seconds,
             selection_seconds=seconds,
             pool_size=len(preds.indices),
         )
         return {
             "cycle": cycle,
             "indices": chosen.tolist(),
-            "predicted": preds.probs[selection.indices].argmax(1).tolist(),
+            "predicted": predicted.tolist(),
             "true": true.tolist(),
             "scores": preds.scores[selection.indices].tolist(),
             "omega": omega.tolist(),

@@ -9,6 +9,7 @@ padding duplicates, so every rank ends with exactly one row per sample in index 
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,8 @@ class IndexedDataset(Dataset):
         return image, label, i
 
 
-def shard_sampler(dataset: Dataset, strategy: Strategy | None) -> DistributedSampler | None:
-    """A deterministic, non-shuffling shard of ``dataset`` for this rank, or ``None`` in a single process."""
+def shard_sampler(dataset: Sized, strategy: Strategy | None) -> DistributedSampler | None:
+    """A deterministic, non-shuffling shard of ``dataset`` (anything with a length) for this rank, or ``None``."""
     if strategy is None or strategy.world_size <= 1:
         return None
     return DistributedSampler(

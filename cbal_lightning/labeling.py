@@ -47,6 +47,9 @@ from PIL import Image
 
 from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.pools import PoolState
+from cbal_lightning.query import choose_batch, score_pool
+from cbal_lightning.scoring import Entropy
+from cbal_lightning.selection import ClassBalanced
 
 __all__ = [
     "export_query",
@@ -341,22 +344,10 @@ def propose_query(
     Returns:
         ``(indices, predicted)``: the chosen train indices and the model's predicted class for each.
     """
-    from cbal_lightning.inference import predict_pool
-    from cbal_lightning.scoring import Entropy
-    from cbal_lightning.selection import ClassBalanced, class_targets
-
     scorer = scorer if scorer is not None else Entropy()
     selector = selector if selector is not None else ClassBalanced()
     if device is not None:
         model.to(device)  # Lightning hands a model back on the CPU after fit
-    device = next(model.parameters()).device
-    embed = bool(getattr(selector, "needs_embeddings", False))
-    pool = dm.pools.unlabeled_indices()
-    preds = predict_pool(model, dm.eval_dataloader(pool), scorer, cycle, device=device, embed=embed)
-    extra = {}
-    if embed:
-        labeled = predict_pool(model, dm.eval_dataloader(dm.pools.labeled_indices()), scorer, cycle, device=device, embed=True)
-        extra = {"embeddings": preds.embeddings, "labeled_embeddings": labeled.embeddings}
-    omega = class_targets(dm.pools.labeled_counts(), budget, cycle, dm.pools.initial_size)
-    selection = selector.select(preds.scores, preds.probs, budget, omega, seed=seed + cycle, **extra)
-    return preds.indices[selection.indices], preds.probs[selection.indices].argmax(1)
+    scores = score_pool(model, dm, scorer, selector, cycle, device=next(model.parameters()).device)
+    selection, _ = choose_batch(selector, scores, dm.pools, budget, cycle, seed=seed)
+    return scores.pool.indices[selection.indices], scores.pool.probs[selection.indices].argmax(1)
