@@ -18,23 +18,30 @@ from __future__ import annotations
 
 import copy
 import json
+import numbers
+import os
+import pickle
 import random
 import time
 from pathlib import Path
+import zipfile
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_sampler
 from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.query import PoolScores, choose_batch, score_pool
-from cbal_lightning.scoring import Entropy, Scorer
+from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
 
@@ -61,7 +68,8 @@ class ActiveLearningCallback(Callback):
         eval_batch_size: batch size for pool scoring and test evaluation.
         seed: seeds the selector (and nothing global).
         output_dir: where ``labeled_sets.jsonl`` and ``history.json`` are written; default ``trainer.log_dir``.
-        progress: show a progress bar while scoring the pool (rank 0 only).
+        progress: show progress while scoring the pool and evaluating on the test set, in the style of the
+            trainer's progress bar (rank 0 only; nothing when the trainer has no progress bar).
 
     The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
     ``num_classes``, ``targets``, ``eval_dataset``, ``eval_dataloader``, ``test_dataset`` and ``label``).
@@ -87,12 +95,29 @@ class ActiveLearningCallback(Callback):
         output_dir: str | None = None,
         progress: bool = True,
     ) -> None:
-        if isinstance(budget, bool) or not (isinstance(budget, int) and budget > 0 or isinstance(budget, float) and 0 < budget < 1):
+        if isinstance(budget, (bool, np.bool_)) or not (
+            isinstance(budget, numbers.Integral) and budget > 0 or isinstance(budget, numbers.Real)
+            and not isinstance(budget, numbers.Integral) and 0 < budget < 1
+        ):
             raise ValueError(f"budget: expected a positive int (samples) or a float in (0, 1) (fraction), got {budget!r}.")
-        if not isinstance(cycles, int) or cycles < 1:
+        if not _is_int(cycles) or cycles < 1:
             raise ValueError(f"cycles: expected an int >= 1, got {cycles!r}.")
-        if epochs_per_cycle is not None and epochs_per_cycle < 1:
-            raise ValueError(f"epochs_per_cycle: expected an int >= 1 or None, got {epochs_per_cycle!r}.")
+        if epochs_per_cycle is not None and (not _is_int(epochs_per_cycle) or epochs_per_cycle < 1):
+            raise ValueError(f"epochs_per_cycle: expected a whole number of epochs >= 1 or None, got {epochs_per_cycle!r}.")
+        if not _is_int(eval_batch_size) or eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size: expected an int >= 1, got {eval_batch_size!r}.")
+        if not _is_int(seed):
+            raise ValueError(f"seed: expected an int, got {seed!r}.")
+        if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
+            raise TypeError(f"output_dir: expected a folder path or None, got {output_dir!r}.")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress: expected True or False, got {progress!r}.")
+        if scorer is not None and not isinstance(scorer, Scorer):
+            raise TypeError(f"scorer: expected a cbal_lightning.scoring.Scorer such as Entropy(), got {scorer!r}.")
+        if selector is not None and not isinstance(selector, Selector):
+            raise TypeError(f"selector: expected a cbal_lightning.selection.Selector such as ClassBalanced(), got {selector!r}.")
+        budget = int(budget) if isinstance(budget, numbers.Integral) else float(budget)
+        cycles, epochs_per_cycle = int(cycles), None if epochs_per_cycle is None else int(epochs_per_cycle)
         if reset not in ("scratch", "warm"):
             raise ValueError(f"reset: expected 'scratch' or 'warm', got {reset!r}.")
         self.budget_arg = budget
@@ -128,6 +153,15 @@ class ActiveLearningCallback(Callback):
         dm = self._datamodule(trainer)
         if trainer.max_steps != -1:
             raise ValueError("Trainer(max_steps=...): the active-learning loop counts epochs; leave max_steps unset.")
+        if self.epochs_per_cycle is None and self.epochs_per_cycle_arg is None and trainer.max_epochs in (None, -1, 1000):
+            # Lightning turns Trainer(max_epochs=None) into 1000 epochs before any hook runs: 1000 per cycle here
+            raise ValueError(
+                f"epochs_per_cycle: not given and Trainer(max_epochs={trainer.max_epochs}) (Lightning's value for "
+                "max_epochs=None) would train that many epochs in every cycle; pass "
+                "ActiveLearningCallback(epochs_per_cycle=...) or Trainer(max_epochs=...)."
+            )
+        if not isinstance(trainer.strategy.checkpoint_io, _NamedCheckpointIO):  # Lightning reads ckpt_path after setup
+            trainer.strategy.checkpoint_io = _NamedCheckpointIO(trainer.strategy.checkpoint_io)
         if self.epochs_per_cycle is None:
             self.epochs_per_cycle = self.epochs_per_cycle_arg or trainer.max_epochs
         trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
@@ -140,8 +174,10 @@ class ActiveLearningCallback(Callback):
         dm = self._datamodule(trainer)
         assert self.epochs_per_cycle is not None  # set in setup, or restored from the checkpoint
         trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
-        self._check_model_width(pl_module, dm)
+        self._check_model(pl_module, dm)
         self._check_budget(dm)
+        if self.history:  # restored from a checkpoint
+            self._check_pools_against_history(dm, trainer.ckpt_path)
         if self._initial_weights is None:
             self._initial_weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         if not self.history:
@@ -151,6 +187,7 @@ class ActiveLearningCallback(Callback):
         self._write_files(trainer)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._warn_if_resumed_mid_epoch_inexactly(trainer)
         self._advance_cycle_if_due(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -179,6 +216,34 @@ class ActiveLearningCallback(Callback):
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
         _set_rng_states(state_dict["rng"])
+
+    def _warn_if_resumed_mid_epoch_inexactly(self, trainer: Trainer) -> None:
+        """Say what will differ when a mid-epoch checkpoint resumes with a loader that cannot continue exactly.
+
+        Lightning's own warning is skipped whenever the global step divides the epoch length, which here changes
+        every cycle; this one looks at the epoch's batch counter instead.
+        """
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        total = trainer.num_training_batches
+        if not trainer.fit_loop.restarting or not 0 < done < total:
+            return
+        loaders = trainer.train_dataloader
+        loaders = list(loaders.values()) if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        if not all(isinstance(dl, ResumableDataLoader) for dl in loaders):
+            rank_zero_warn(
+                f"ActiveLearningCallback: {trainer.ckpt_path} was saved after batch {done} of {total} of epoch "
+                f"{trainer.current_epoch} (cycle {self.cycle}) and the training loader is not resumable (a DDP shard "
+                f"or a plain DataLoader): this epoch restarts its shuffle and trains on only {total - done} batches, "
+                "so this cycle's model and every later query can differ from an uninterrupted run. Resume from an "
+                "end-of-epoch checkpoint (ModelCheckpoint(every_n_epochs=...)) for identical results."
+            )
+        elif any(dl.num_workers > 0 for dl in loaders):
+            rank_zero_warn(
+                f"ActiveLearningCallback: {trainer.ckpt_path} was saved after batch {done} of {total} of epoch "
+                f"{trainer.current_epoch} (cycle {self.cycle}); the rest of the epoch is served in the saved order "
+                "but its augmentations are drawn anew in the worker processes (num_workers > 0), so this cycle's "
+                "model and later queries can differ from an uninterrupted run (num_workers=0 resumes exactly)."
+            )
 
     # ------------------------------------------------------------------ the cycle
 
@@ -262,7 +327,8 @@ class ActiveLearningCallback(Callback):
         dataset = IndexedDataset(dm.test_dataset)
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=shard_sampler(dataset, trainer.strategy))
         record["test"] = evaluate_classifier(
-            pl_module, loader, dm.num_classes, device=pl_module.device, strategy=trainer.strategy
+            pl_module, loader, dm.num_classes, device=pl_module.device, strategy=trainer.strategy,
+            progress=self._show_progress(trainer), desc=f"test set (cycle {self.cycle})",
         )
         metrics = {"al/cycle": self.cycle, "al/num_labeled": record["num_labeled"]}
         metrics.update({f"al/test/{k}": v for k, v in record["test"].items() if k != "per_class_acc"})
@@ -285,6 +351,12 @@ class ActiveLearningCallback(Callback):
     @staticmethod
     def _datamodule(trainer: Trainer) -> Any:
         dm = trainer.datamodule
+        if dm is None:
+            raise TypeError(
+                "ActiveLearningCallback needs the pools of an ActiveDataModule, but fit was called without one: call "
+                "trainer.fit(model, datamodule=dm) with e.g. cbal_lightning.DigitsDataModule() instead of passing "
+                "dataloaders."
+            )
         needed = ("pools", "num_classes", "targets", "eval_dataset", "eval_dataloader", "test_dataset", "label")
         missing = [name for name in needed if not hasattr(dm, name)]
         if missing:
@@ -294,18 +366,85 @@ class ActiveLearningCallback(Callback):
             )
         return dm
 
-    @staticmethod
-    def _check_model_width(pl_module: LightningModule, dm: Any) -> None:
-        image, _ = dm.test_dataset[0]
+    def _check_model(self, pl_module: LightningModule, dm: Any) -> None:
+        """Before any training: what the scorer and selector need of the model, and one real batch through it.
+
+        The batch is a few labeled train samples with evaluation transforms (no random numbers are drawn).
+        """
+        name = type(pl_module).__name__
+        needs = [type(obj).__name__ for obj in (self.scorer, self.selector)
+                 if isinstance(obj, BALD) or getattr(obj, "needs_embeddings", False)]
+        lacking = [m for m in ("embed", "classify") if not callable(getattr(pl_module, m, None))]
+        if needs and lacking:
+            raise TypeError(
+                f"model: {name} lacks {' and '.join(lacking)}(), which {' and '.join(needs)} need(s) (the penultimate "
+                "embedding embed(x) and the head classify(h), as ImageClassifier has); add them to the model or "
+                "use a scorer/selector without embeddings (Entropy with ClassBalanced or TopK)."
+            )
+        indices = dm.pools.labeled_indices()[:4]
+        dataset = dm.eval_dataset(indices)
+        images = torch.stack([dataset[k][0] for k in range(len(indices))]).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
-        with torch.inference_mode():
-            width = pl_module(image.unsqueeze(0).to(pl_module.device)).shape[-1]
-        pl_module.train(was_training)
-        if width != dm.num_classes:
+        try:
+            with torch.inference_mode():
+                try:
+                    logits = pl_module(images)
+                    if needs:
+                        head = pl_module.classify(pl_module.embed(images))
+                except RuntimeError as err:
+                    raise ValueError(
+                        f"model: {name} fails on a real batch of shape {tuple(images.shape)} (N, channels, H, W) from "
+                        f"{type(dm).__name__} ({err}); its input must match the data: build it with "
+                        f"in_channels=datamodule.in_channels ({getattr(dm, 'in_channels', images.shape[1])})."
+                    ) from err
+        finally:
+            pl_module.train(was_training)
+        if isinstance(logits, dict):
+            raise TypeError(
+                f"model: {name}.forward returned a dict (keys {sorted(logits)}); it must return the logits tensor "
+                f"(N, num_classes): move other outputs to another method."
+            )
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(indices):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"model: {name}.forward must return logits of shape (N, num_classes), got {shape} for N={len(indices)}.")
+        if logits.shape[1] != dm.num_classes:
             raise ValueError(
-                f"model: its output has {width} logits but the datamodule has num_classes={dm.num_classes}; "
+                f"model: its output has {logits.shape[1]} logits but the datamodule has num_classes={dm.num_classes}; "
                 "build the model with num_classes=datamodule.num_classes."
+            )
+        if needs and (not isinstance(head, torch.Tensor) or tuple(head.shape) != tuple(logits.shape)):
+            raise ValueError(f"model: {name}.classify(embed(x)) must give the same (N, num_classes) logits as forward(x).")
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            rows = indices[bad.cpu().numpy()].tolist()
+            raise ValueError(
+                f"model: {name} gives NaN or inf logits for {len(rows)} of {len(indices)} samples before training "
+                f"(train indices {rows}); check its initialisation and the data's normalisation."
+            )
+
+    def _check_pools_against_history(self, dm: Any, ckpt_path: str | None) -> None:
+        """A restored callback and restored pools must tell the same story: every query's indices, every size."""
+        pools = dm.pools
+        problems = []
+        if pools.last_cycle != self.cycle:
+            problems.append(f"the pools hold labels up to cycle {pools.last_cycle}, the callback is in cycle {self.cycle}")
+        total = 0
+        for record in self.history:
+            cycle = record["cycle"]
+            labeled = pools.labeled_indices(cycle=cycle)
+            total += len(labeled)
+            if "indices" in record and sorted(record["indices"]) != labeled.tolist():
+                problems.append(f"cycle {cycle}: the history recorded {len(record['indices'])} queried indices, the "
+                                f"pools hold {len(labeled)} labeled in that cycle, not the same ones")
+            elif total != record["num_labeled"]:
+                problems.append(f"cycle {cycle}: the history recorded {record['num_labeled']} labeled samples, the "
+                                f"pools hold {total}")
+        if problems:
+            raise ValueError(
+                f"checkpoint {ckpt_path}: its pool state disagrees with the active-learning history saved beside it ("
+                + "; ".join(problems) + "); it was modified or assembled from different runs: resume from an earlier "
+                "checkpoint of this run."
             )
 
     def _check_budget(self, dm: Any) -> None:
@@ -319,8 +458,9 @@ class ActiveLearningCallback(Callback):
                 f"(at most {available // queries_left} per query for {queries_left} queries)."
             )
 
-    def _show_progress(self, trainer: Trainer) -> bool:
-        return self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+    def _show_progress(self, trainer: Trainer) -> ProgressBar | None:
+        """The trainer's progress bar on rank 0 when ``progress`` is on: pool scoring and test evaluation draw in its style."""
+        return trainer.progress_bar_callback if self.progress and trainer.is_global_zero else None
 
     def _log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if not trainer.is_global_zero:
@@ -374,6 +514,54 @@ class ActiveLearningCallback(Callback):
             lines.append(json.dumps(line))
         data = ("\n".join(lines) + "\n").encode()
         atomic_write(self.output_dir / LABELED_SETS_FILE, lambda f: f.write(data))
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+class _NamedCheckpointIO(CheckpointIO):
+    """The trainer's checkpoint IO, with unreadable checkpoints refused by name and the previous one suggested.
+
+    Lightning checkpoints are zip archives (``torch.save``): an empty, truncated or foreign file has no zip
+    directory, and is refused before ``torch.load`` fails with an ``EOFError`` or an unpickling error; a file whose
+    content is damaged further in gets the same message from the error ``torch.load`` raises.
+    """
+
+    def __init__(self, inner: CheckpointIO) -> None:
+        self.inner = inner
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self.inner.save_checkpoint(checkpoint, path, storage_options)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, **kwargs: Any) -> dict[str, Any]:
+        if os.path.isfile(path):
+            try:
+                with zipfile.ZipFile(path):
+                    pass
+            except (zipfile.BadZipFile, OSError) as err:
+                reason = f"{type(err).__name__}: {err}" if os.path.getsize(path) else "the file is empty"
+                raise ValueError(_unreadable(path, reason)) from err
+        try:
+            return self.inner.load_checkpoint(path, map_location=map_location, **kwargs)
+        except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            raise ValueError(_unreadable(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")) from err
+
+
+def _unreadable(path: Any, reason: str) -> str:
+    """The message for an unreadable checkpoint: its name, why, and the newest other checkpoint beside it."""
+    here = Path(path)
+    others = sorted((p for p in here.parent.glob("*.ckpt") if p != here), key=lambda p: p.stat().st_mtime, reverse=True)
+    hint = f"resume from the previous one, e.g. ckpt_path={str(others[0])!r}" if others else "resume from an earlier checkpoint"
+    return (f"ckpt_path: {path} is not a readable checkpoint ({reason}; truncated by a crash during the write, or "
+            f"not a Lightning checkpoint); {hint}.")
 
 
 def _reload_train_dataloader(trainer: Trainer) -> None:

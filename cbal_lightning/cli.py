@@ -1,39 +1,65 @@
-"""The ``cbal-lightning`` command.
+"""The cbal-lightning command.
 
-* ``cbal-lightning demo``: the README's main command (digits, CPU-friendly).
-* ``cbal-lightning split --data cifar10 --root DIR --imbalance-factor 0.1``: the long-tail split as a table.
-* ``cbal-lightning sweep experiments/cifar10/if0.1 --seeds 0 1 2``: a grid of configs over seeds, resumable.
-* ``cbal-lightning report --runs runs/cifar10-if0.1``: figures and gain tables from the runs' ``history.json``.
-* ``cbal-lightning tune-lambda --config experiments/cifar10/if1/entropy_cb.yaml``: the lambda sweep of Sec. 4.
-* ``cbal-lightning fit --config experiments/cifar10/if0.1/entropy_cb.yaml``: any run, through LightningCLI (so every
-  Trainer option, logger and strategy is available from YAML or flags); also ``validate``/``test``.
+  cbal-lightning demo                 the README's main command (digits, CPU-friendly)
+  cbal-lightning split --data cifar10 --root DIR --imbalance-factor 0.1
+                                      the long-tail split as a per-class table
+  cbal-lightning sweep experiments/cifar10/if0.1 --seeds 0 1 2
+                                      a grid of configs over seeds, resumable
+  cbal-lightning report --runs runs/cifar10-if0.1
+                                      figures and gain tables from the runs' history.json
+  cbal-lightning tune-lambda --config experiments/cifar10/if1/entropy_cb.yaml
+                                      the lambda sweep of Sec. 4
+  cbal-lightning fit --config experiments/cifar10/if0.1/entropy_cb.yaml
+                                      any run through LightningCLI: every Trainer option, logger and
+                                      strategy from YAML or flags (also validate and test)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
-from typing import Sequence
-
-from lightning.pytorch.cli import LightningCLI
-
-from cbal_lightning import lambda_sweep, reports, sweep
-from cbal_lightning.data import ActiveDataModule
-from cbal_lightning.models import ImageClassifier
+from typing import Any, Sequence
 
 __all__ = ["main", "ActiveLearningCLI"]
 
+# Subcommands whose arguments live in their own module, imported only when that subcommand runs, so that
+# `cbal-lightning --help` starts in well under a second of CPU (torch and Lightning are not imported).
+_MODULE_COMMANDS = {
+    "sweep": ("cbal_lightning.sweep", "run experiment configs over seeds, resuming what is done (arguments after -- go to every fit)"),
+    "report": ("cbal_lightning.reports", "accuracy curves (mean +- std over seeds), class distributions and CB-gain tables from runs"),
+    "tune-lambda": ("cbal_lightning.lambda_sweep", "Sec. 4 / Fig. 4: solve one query for a range of lambda and pick lambda"),
+}
 
-class ActiveLearningCLI(LightningCLI):
-    """LightningCLI whose model follows the datamodule: output width ``num_classes``, input ``in_channels``."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+@functools.cache
+def _cli_class() -> type:
+    from lightning.pytorch.cli import LightningCLI
+
+    class ActiveLearningCLI(LightningCLI):
+        """LightningCLI whose model follows the datamodule: output width ``num_classes``, input ``in_channels``."""
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+            parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    ActiveLearningCLI.__module__ = __name__
+    return ActiveLearningCLI
+
+
+def __getattr__(name: str) -> Any:
+    """``ActiveLearningCLI`` is built on first access (it subclasses LightningCLI, a heavy import)."""
+    if name == "ActiveLearningCLI":
+        return _cli_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _lightning_cli(argv: Sequence[str] | None) -> None:
-    ActiveLearningCLI(
+    from cbal_lightning.data import ActiveDataModule
+    from cbal_lightning.models import ImageClassifier
+
+    _cli_class()(
         ImageClassifier,
         ActiveDataModule,
         subclass_mode_model=True,
@@ -43,11 +69,12 @@ def _lightning_cli(argv: Sequence[str] | None) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module-defined arguments are loaded (see ``_MODULE_COMMANDS``)."""
     parser = argparse.ArgumentParser(prog="cbal-lightning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="Random vs Entropy vs Entropy-CB on long-tailed digits (about a minute on CPU)")
+    demo = sub.add_parser("demo", help="Random vs Entropy vs Entropy-CB on long-tailed digits (under a minute on CPU)")
     demo.add_argument("--out", default="runs/demo", help="output folder for the table, plots and logs")
     demo.add_argument("--cycles", type=int, default=4)
     demo.add_argument("--epochs", type=int, default=15, help="training epochs per cycle")
@@ -59,34 +86,39 @@ def _parser() -> argparse.ArgumentParser:
     split = sub.add_parser("split", help="print the long-tail split of a dataset as a per-class table")
     split.add_argument("--data", required=True, help="cifar10, cifar100, tiny-imagenet, imagefolder or digits")
     split.add_argument("--root", default=None, help="dataset folder (not needed for digits)")
+    split.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --root if it is missing")
     split.add_argument("--imbalance-factor", type=float, default=1.0)
     split.add_argument("--imbalance-type", choices=("step", "exp"), default="step")
     split.add_argument("--initial-fraction", type=float, default=0.1)
     split.add_argument("--seed", type=int, default=0)
 
-    sweep.add_arguments(sub.add_parser(
-        "sweep", help="run experiment configs over seeds, resuming what is done (arguments after -- go to every fit)"))
-    reports.add_arguments(sub.add_parser(
-        "report", help="accuracy curves (mean +- std over seeds), class distributions and CB-gain tables from runs"))
-    lambda_sweep.add_arguments(sub.add_parser(
-        "tune-lambda", help="Sec. 4 / Fig. 4: solve one query for a range of lambda and pick lambda"))
+    for name, (module, help_text) in _MODULE_COMMANDS.items():
+        subparser = sub.add_parser(name, help=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(subparser)
 
     for name in ("fit", "validate", "test"):
-        sub.add_parser(name, help=f"LightningCLI {name} (see `cbal-lightning {name} --help`)", add_help=False)
+        sub.add_parser(name, help=f"LightningCLI {name} (see: cbal-lightning {name} --help)", add_help=False)
     return parser
 
 
 def _split(args: argparse.Namespace) -> None:
+    from cbal_lightning.data.errors import DatasetNotFoundError
     from cbal_lightning.data.summary import build_datamodule, split_table
 
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         imbalance_factor=args.imbalance_factor, imbalance_type=args.imbalance_type,
         initial_fraction=args.initial_fraction, seed=args.seed,
     )
     if args.root is not None:
         kwargs["root"] = args.root
+    if args.download:
+        kwargs["download"] = True
     dm = build_datamodule(args.data, **kwargs)
-    dm.setup("fit")
+    try:
+        dm.setup("fit")
+    except DatasetNotFoundError as err:  # the datamodule's hint names its Python argument; say the flag here
+        sys.exit(f"cbal-lightning split: {str(err).replace('pass download=True', 'pass --download')}")
     print(split_table(dm))
 
 
@@ -98,13 +130,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     extra: list[str] = []
     if "--" in words:
         words, extra = words[: words.index("--")], words[words.index("--") + 1 :]
-    args = _parser().parse_args(words)
-    if args.command == "sweep":
-        sweep.run(args, extra)
-    elif args.command == "report":
-        reports.run(args)
-    elif args.command == "tune-lambda":
-        lambda_sweep.run(args)
+    command = next((w for w in words if not w.startswith("-")), None)
+    args = _parser(command).parse_args(words)
+    if args.command in _MODULE_COMMANDS:
+        module = importlib.import_module(_MODULE_COMMANDS[args.command][0])
+        module.run(args, extra) if args.command == "sweep" else module.run(args)
     elif args.command == "demo":
         from cbal_lightning.demo import main as demo_main
 

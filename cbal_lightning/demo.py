@@ -62,7 +62,8 @@ def run_demo(
         histories[name] = al.history
     classes = [str(c) for c in range(10)]
     plot_accuracy(histories, out / "accuracy.png")
-    plot_class_distribution(histories, out / "class_distribution.png", classes)
+    assert dm.split is not None
+    plot_class_distribution(histories, out / "class_distribution.png", classes, tail_classes=dm.split.tail_classes)
     atomic_write_json(out / "results.json", histories)
     return histories
 

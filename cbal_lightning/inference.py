@@ -9,11 +9,13 @@ padding duplicates, so every rank ends with exactly one row per sample in index 
 from __future__ import annotations
 
 import time
-from collections.abc import Sized
+from collections.abc import Callable, Iterator, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.strategies import Strategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cbal_lightning.scoring import Scorer
 
-__all__ = ["PoolPredictions", "shard_sampler", "predict_pool", "evaluate_classifier", "IndexedDataset"]
+__all__ = ["PoolPredictions", "shard_sampler", "predict_pool", "evaluate_classifier", "IndexedDataset", "progress_bar"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,38 @@ def _gather_unique(strategy: Strategy | None, indices: Tensor, *values: Tensor) 
     return (unique, *(v.cpu().numpy()[first] for v in values))
 
 
+@contextmanager
+def progress_bar(progress: bool | ProgressBar | None, total: int, desc: str) -> Iterator[Callable[[], None]]:
+    """A bar of ``total`` steps; yields the function that advances it by one.
+
+    ``progress`` is the trainer's progress bar callback (its style: Lightning's Rich or tqdm bar, drawn beside the
+    training bar), ``True`` for a plain tqdm bar outside a trainer, or ``False``/``None`` for none.
+    """
+    if isinstance(progress, RichProgressBar) and progress.is_enabled and progress.progress is not None:
+        rich = progress.progress
+        task = rich.add_task(desc, total=total)
+        try:
+            yield lambda: rich.update(task, advance=1)
+        finally:
+            rich.remove_task(task)
+    elif isinstance(progress, TQDMProgressBar) and progress.is_enabled:
+        bar = progress.init_validation_tqdm()
+        bar.set_description(desc)
+        bar.reset(total=total)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+    elif progress is True:
+        bar = tqdm(total=total, desc=desc, leave=False)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+    else:
+        yield lambda: None
+
+
 def _autocast(device: torch.device) -> torch.autocast:
     # Mixed precision only on CUDA; probabilities are computed in float32 from the logits either way.
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -83,39 +117,63 @@ def predict_pool(
     *,
     device: torch.device,
     strategy: Strategy | None = None,
-    progress: bool = False,
+    progress: bool | ProgressBar | None = False,
     embed: bool = False,
     desc: str = "scoring pool",
 ) -> PoolPredictions:
     """Score every ``(image, index)`` batch of ``loader`` with ``scorer`` in eval mode, then gather across ranks.
 
     With ``embed=True`` the penultimate embeddings are kept too (see :class:`~cbal_lightning.scoring.Scorer`).
+    ``progress``: see :func:`progress_bar`.
+
+    Raises:
+        ValueError: the model gives NaN or inf probabilities; the message names the model, how many rows and
+            which train indices.
     """
     start = time.perf_counter()
     was_training = model.training
     model.eval()
     probs, scores, indices, embeddings = [], [], [], []
     try:
-        for images, idx in tqdm(loader, desc=f"{desc} (cycle {cycle})", disable=not progress, leave=False):
-            images = images.to(device, non_blocking=True)
-            idx = idx.to(device, non_blocking=True)
-            with _autocast(device):
-                p, s, h = scorer(model, images, idx, cycle, embed=embed)
-            probs.append(p.float())
-            scores.append(s.float())
-            indices.append(idx.long())
-            if embed:
-                embeddings.append(h.float())
+        with progress_bar(progress, len(loader), f"{desc} (cycle {cycle})") as advance:
+            for images, idx in loader:
+                _score_batch(model, scorer, images, idx, cycle, device, embed, (probs, scores, indices, embeddings))
+                advance()
     finally:
         model.train(was_training)
     if not indices:
         raise ValueError("loader: no samples to score (the unlabeled pool is empty).")
     extra = (torch.cat(embeddings),) if embed else ()
     idx, p, s, *h = _gather_unique(strategy, torch.cat(indices), torch.cat(probs), torch.cat(scores), *extra)
+    bad = ~np.isfinite(p).all(axis=1)
+    if bad.any():
+        shown = idx[bad][:10].tolist()
+        raise ValueError(
+            f"model: {type(model).__name__} gave NaN or inf class probabilities for {int(bad.sum())} of {len(idx)} "
+            f"samples while {desc} in cycle {cycle} (train indices {shown}{' ...' if bad.sum() > 10 else ''}); "
+            "training diverged: lower the learning rate or clip gradients (Trainer(gradient_clip_val=...))."
+        )
     return PoolPredictions(
         idx, p.astype(np.float32), s.astype(np.float32), time.perf_counter() - start,
         h[0].astype(np.float32) if embed else None,
     )
+
+
+def _score_batch(
+    model: nn.Module, scorer: Scorer, images: Tensor, idx: Tensor, cycle: int, device: torch.device, embed: bool,
+    out: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]],
+) -> None:
+    """Score one batch and append probabilities, scores, indices (and embeddings) to the lists of ``out``."""
+    probs, scores, indices, embeddings = out
+    images = images.to(device, non_blocking=True)
+    idx = idx.to(device, non_blocking=True)
+    with _autocast(device):
+        p, s, h = scorer(model, images, idx, cycle, embed=embed)
+    probs.append(p.float())
+    scores.append(s.float())
+    indices.append(idx.long())
+    if embed:
+        embeddings.append(h.float())
 
 
 @torch.inference_mode()
@@ -126,22 +184,27 @@ def evaluate_classifier(
     *,
     device: torch.device,
     strategy: Strategy | None = None,
+    progress: bool | ProgressBar | None = False,
+    desc: str = "test set",
 ) -> dict[str, float | list[float]]:
     """Top-1 accuracy, mean per-class accuracy and per-class accuracy on ``(image, label, position)`` batches.
 
     Predictions are gathered with their positions before the metrics are computed, so sharded runs count every
     test sample exactly once (the padding of distributed samplers would otherwise bias the result).
+    ``progress``: see :func:`progress_bar`.
     """
     was_training = model.training
     model.eval()
     preds, targets, positions = [], [], []
     try:
-        for images, labels, pos in loader:
-            with _autocast(device):
-                logits = model(images.to(device, non_blocking=True))
-            preds.append(logits.argmax(dim=-1))
-            targets.append(labels.to(device))
-            positions.append(pos.to(device))
+        with progress_bar(progress, len(loader), desc) as advance:
+            for images, labels, pos in loader:
+                with _autocast(device):
+                    logits = model(images.to(device, non_blocking=True))
+                preds.append(logits.argmax(dim=-1))
+                targets.append(labels.to(device))
+                positions.append(pos.to(device))
+                advance()
     finally:
         model.train(was_training)
     _, pred, target = _gather_unique(strategy, torch.cat(positions), torch.cat(preds), torch.cat(targets))

@@ -38,6 +38,7 @@ import dataclasses
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -188,26 +189,44 @@ def _parse_label(text: str, names: list[str]) -> int | None:
     return value if 0 <= value < len(names) else None
 
 
-def read_labels(dm: Any, csv_path: str | Path, cycle: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _read_utf8(csv_path: Path) -> str:
+    """The CSV's text; a file that is not UTF-8 is refused with the row and byte where decoding failed."""
+    raw = csv_path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")  # spreadsheet programs like to add a byte-order mark
+    except UnicodeDecodeError as err:
+        row = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{csv_path}: row {row} is not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); nothing was "
+            "labeled. Save the file as UTF-8 (\"CSV UTF-8\" in spreadsheet programs)."
+        ) from err
+
+
+def read_labels(
+    dm: Any, csv_path: str | Path, cycle: int | None = None, indices: Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate a filled-in query CSV; return ``(indices, labels)`` as int64 arrays, in row order.
 
-    Checks, all reported together in one ``ValueError`` naming the rows (row 1 is the header, data start at 2):
-    the ``index`` and ``label`` columns exist; every index is an integer, appears once and is in the unlabeled
-    pool; every label is a class name of ``dm.classes`` or a class number ``0..C-1``; and, when the export's
-    manifest ``query_cycle<k>.json`` lies beside the CSV, the rows hold exactly the exported indices (and the
-    manifest's cycle equals ``cycle`` if given).
+    Checks, all reported together in one ``ValueError`` naming the rows (row 1 is the header, data start at 2;
+    each bad row once, with all its problems): the file is UTF-8; the ``index`` and ``label`` columns exist;
+    every index is an integer, appears once and is in the unlabeled pool; every label is a class name of
+    ``dm.classes`` or a class number ``0..C-1``; and the rows hold exactly the exported indices: those of the
+    export's manifest ``query_cycle<k>.json`` beside the CSV (whose cycle must equal ``cycle`` if given), or
+    ``indices`` when the manifest is gone. Without either, a warning says that lost or added rows cannot be told.
     """
     csv_path = Path(csv_path)
     names = _class_names(dm)
-    text = csv_path.read_text(encoding="utf-8-sig")  # spreadsheet programs like to add a byte-order mark
+    text = _read_utf8(csv_path)
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in ("index", "label") if c not in header]
     if missing:
         raise ValueError(f"{csv_path}: missing column(s) {missing}; the header is {header}")
     reader.fieldnames = header
-    errors: list[str] = []
-    indices: list[int] = []
+    errors: list[str] = []  # problems of the whole file
+    row_errors: dict[int, list[str]] = {}  # problems of one row, reported on one line
+    where_of: dict[int, str] = {}
+    found: list[int] = []
     labels: list[int] = []
     rows_of: dict[int, list[int]] = {}
     unlabeled = set(dm.pools.unlabeled_indices().tolist())
@@ -220,51 +239,63 @@ def read_labels(dm: Any, csv_path: str | Path, cycle: int | None = None) -> tupl
         try:
             index = int(raw_index)
         except ValueError:
-            errors.append(f"row {row_number}: index {raw_index!r} is not an integer")
+            row_errors.setdefault(row_number, []).append(f"index {raw_index!r} is not an integer")
+            where_of[row_number] = f"row {row_number}"
             continue
-        where = f"row {row_number} (index {index})"
+        where_of[row_number] = f"row {row_number} (index {index})"
+        problems = row_errors.setdefault(row_number, [])
         if not raw_label:
-            errors.append(f"{where}: no label")
+            problems.append("no label")
         else:
             label = _parse_label(raw_label, names)
             if label is None:
                 shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-                errors.append(f"{where}: unknown label {raw_label!r}; use a class name ({shown}) or a number "
-                              f"0..{len(names) - 1}")
+                problems.append(f"unknown label {raw_label!r}; use a class name ({shown}) or a number "
+                                f"0..{len(names) - 1}")
             else:
-                indices.append(index)
+                found.append(index)
                 labels.append(label)
         rows_of.setdefault(index, []).append(row_number)
-        if index not in unlabeled:
+        if index not in unlabeled and len(rows_of[index]) == 1:
             if not 0 <= index < len(pools):
-                errors.append(f"{where}: index out of range 0..{len(pools) - 1}")
+                problems.append(f"index out of range 0..{len(pools) - 1}")
             elif pools.cycle_of([index])[0] >= 0:
-                errors.append(f"{where}: already labeled (in cycle {int(pools.cycle_of([index])[0])})")
+                problems.append(f"already labeled (in cycle {int(pools.cycle_of([index])[0])})")
             else:
-                errors.append(f"{where}: not in the candidate pool (cut by the imbalance)")
+                problems.append("not in the candidate pool (cut by the imbalance)")
     for index, rows in rows_of.items():
         if len(rows) > 1:
             errors.append(f"rows {', '.join(map(str, rows))}: index {index} appears {len(rows)} times")
     manifest_path = csv_path.with_suffix(".json")
+    exported: set[int] | None = None
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if cycle is not None and int(manifest.get("cycle", cycle)) != int(cycle):
             errors.append(f"{manifest_path.name}: exported for cycle {manifest['cycle']}, imported as cycle {cycle}")
         exported = set(int(i) for i in manifest.get("indices", []))
+    elif indices is not None:
+        exported = set(_as_indices(indices).tolist())
+    elif rows_of:
+        warnings.warn(
+            f"{csv_path}: no manifest {manifest_path.name} beside it, so its {len(rows_of)} rows are taken as the "
+            "whole query: rows lost or added by hand cannot be detected (pass indices= with the exported indices).",
+            stacklevel=2,
+        )
+    if exported is not None:
         lost = sorted(exported - set(rows_of))
-        extra = sorted(set(rows_of) - exported)
         if lost:
             errors.append(f"exported indices missing from the CSV: {lost[:10]}{' ...' if len(lost) > 10 else ''} "
                           f"({len(lost)} in all)")
-        for index in extra:
-            errors.append(f"row {rows_of[index][0]} (index {index}): not part of the exported query")
-    elif not rows_of:
+        for index in sorted(set(rows_of) - exported):
+            row_errors[rows_of[index][0]].append("not part of the exported query")
+    if not rows_of and not row_errors:
         errors.append("no rows")
+    errors = [f"{where_of[row]}: {'; '.join(problems)}" for row, problems in sorted(row_errors.items()) if problems] + errors
     if errors:
         shown = "\n  ".join(errors[:_SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - _SHOWN_ERRORS} more" if len(errors) > _SHOWN_ERRORS else ""
         raise ValueError(f"{csv_path}: {len(errors)} problem(s), nothing was labeled:\n  {shown}{more}")
-    return np.asarray(indices, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    return np.asarray(found, dtype=np.int64), np.asarray(labels, dtype=np.int64)
 
 
 def set_labels(dm: Any, indices: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray, cycle: int) -> None:
@@ -296,8 +327,12 @@ def set_labels(dm: Any, indices: Sequence[int] | np.ndarray, labels: Sequence[in
         dm._data = dataclasses.replace(dm._data, train_targets=new.targets)
 
 
-def import_labels(dm: Any, csv_path: str | Path, cycle: int) -> np.ndarray:
+def import_labels(
+    dm: Any, csv_path: str | Path, cycle: int, indices: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
     """Validate a filled-in query CSV (:func:`read_labels`) and label its samples in ``cycle`` (:func:`set_labels`).
+
+    ``indices``: the exported indices, checked against the rows when the manifest beside the CSV is gone.
 
     Returns:
         The labeled train indices, sorted.
@@ -305,9 +340,9 @@ def import_labels(dm: Any, csv_path: str | Path, cycle: int) -> np.ndarray:
     Raises:
         ValueError: any problem in the CSV (all listed, with row numbers); nothing is labeled then.
     """
-    indices, labels = read_labels(dm, csv_path, cycle)
-    set_labels(dm, indices, labels, cycle)
-    return np.sort(indices)
+    found, labels = read_labels(dm, csv_path, cycle, indices)
+    set_labels(dm, found, labels, cycle)
+    return np.sort(found)
 
 
 def replay_labels(dm: Any, folder: str | Path) -> list[int]:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from cbal_lightning.io import atomic_write
 from cbal_lightning.selection import l1_score
 
-__all__ = ["new_figure", "save_figure", "plot_accuracy", "plot_class_distribution"]
+__all__ = ["new_figure", "save_figure", "plot_accuracy", "plot_class_distribution", "class_distribution_figure"]
 
 History = Sequence[Mapping[str, Any]]
 
@@ -47,11 +47,26 @@ def plot_accuracy(histories: Mapping[str, History], path: str | Path) -> Path:
 
 
 def plot_class_distribution(
-    histories: Mapping[str, History], path: str | Path, class_names: Sequence[str] | None = None
+    histories: Mapping[str, History],
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+    tail_classes: Sequence[int] = (),
 ) -> Path:
-    """Labeled samples per class for every cycle (rows: methods, columns: cycles), L1 score (Eq. 10) above each."""
+    """Labeled samples per class for every cycle (rows: methods, columns: cycles), L1 score (Eq. 10) above each.
+
+    Tail classes (those the long-tail split cut) are drawn hatched and starred; the title says how to read L1.
+    """
+    return save_figure(class_distribution_figure(histories, class_names, tail_classes), path)
+
+
+def class_distribution_figure(
+    histories: Mapping[str, History], class_names: Sequence[str] | None = None, tail_classes: Sequence[int] = ()
+) -> Figure:
+    """The figure of :func:`plot_class_distribution`."""
     cycles = max(len(h) for h in histories.values())
-    fig, axes = new_figure(len(histories), cycles, figsize=(2.6 * cycles, 2.2 * len(histories)), squeeze=False, sharey=True)
+    fig, axes = new_figure(len(histories), cycles, figsize=(2.6 * cycles, 2.4 * len(histories) + 0.6), squeeze=False,
+                           sharey=True)
+    tail = {int(c) for c in tail_classes}
     for row, (name, history) in enumerate(histories.items()):
         for col in range(cycles):
             ax = axes[row, col]
@@ -59,8 +74,17 @@ def plot_class_distribution(
                 ax.axis("off")
                 continue
             counts = np.asarray(history[col]["labeled_counts"])
-            ax.bar(np.arange(len(counts)), counts, color=f"C{row}")
+            bars = ax.bar(np.arange(len(counts)), counts, color=f"C{row}")
+            for c in tail & set(range(len(counts))):
+                bars[c].set_hatch("///")
+                bars[c].set_edgecolor("black")
             ax.set_title(f"{name}, cycle {col}\nL1 score {l1_score(counts):.3f}", fontsize=8)
             if class_names is not None and len(class_names) <= 20:
-                ax.set_xticks(np.arange(len(counts)), class_names, rotation=90, fontsize=6)
-    return save_figure(fig, path)
+                labels = [f"{n}*" if c in tail else str(n) for c, n in enumerate(class_names)]
+                ax.set_xticks(np.arange(len(counts)), labels, rotation=90, fontsize=6)
+            if row == len(histories) - 1:
+                ax.set_xlabel("class" + (" (* hatched: tail)" if tail else ""), fontsize=7)
+            if col == 0:
+                ax.set_ylabel("labeled samples", fontsize=7)
+    fig.suptitle("Labeled samples per class in each cycle (L1 score, Eq. 10: lower L1 = more balanced)", fontsize=9)
+    return fig

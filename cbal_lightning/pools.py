@@ -188,6 +188,22 @@ class PoolState:
             raise ValueError(f"cannot label indices twice: already labeled (in cycles {cycles}): {_show(done)}")
         self._cycle[idx] = int(cycle)
 
+    def exclude(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> None:
+        """Take ``indices`` out of the active-learning universe (e.g. unreadable images): never served, never queried.
+
+        Those in the initial set (cycle 0) are unlabeled too; the state saved afterwards records the exclusion.
+
+        Raises:
+            ValueError: an index out of range, or one labeled by a query (cycle >= 1): its label is part of the run.
+        """
+        idx = _as_index_array(indices)
+        self._check_range(idx)
+        queried = idx[self._cycle[idx] >= 1]
+        if queried.size:
+            raise ValueError(f"cannot exclude indices labeled by a query (cycles >= 1): {_show(queried)}")
+        self._candidate[idx] = False
+        self._cycle[idx] = -1
+
     def _check_range(self, idx: np.ndarray) -> None:
         bad = idx[(idx < 0) | (idx >= len(self))]
         if bad.size:
@@ -219,7 +235,8 @@ class PoolState:
         if len(targets) != len(self):
             raise ValueError(
                 f"the saved pool state covers a train set of {len(targets)} samples but this train set has {len(self)}: "
-                "it was saved for another dataset (or another root/image folder)"
+                "it was saved for another dataset (or another root/image folder); if image files were deleted, put "
+                "them back and pass verify_images='drop' to leave unreadable ones out"
             )
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(f"the saved pool state has {state['num_classes']} classes, this train set {self.num_classes}")

@@ -270,3 +270,46 @@ def test_eval_dataset_serves_any_train_samples_without_augmentation() -> None:
     assert images.shape[0] == 5 and indices.tolist() == labeled.tolist()
     with pytest.raises(ValueError, match="out of range"):
         dm.eval_dataset([len(dm.pools)])
+
+
+def test_unreadable_images_are_named_and_verify_images_fails_or_drops_them(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "imgs", ["a", "b"], n_train=6, n_test=2)
+    bad = root / "train" / "b" / "0003.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])  # a truncated JPEG: its header reads, its pixels do not
+    kwargs = dict(root=str(root), initial_fraction=0.5, batch_size=4)
+
+    dm = ImageFolderDataModule(**kwargs)
+    dm.setup("fit")
+    index = dm.eval_dataset(np.arange(12)).images.paths.index(str(bad))
+    with pytest.raises(DatasetFormatError, match=rf"{bad}: unreadable image .*verify_images='drop'"):
+        dm.eval_dataset([index])[0]
+
+    with pytest.raises(DatasetFormatError, match=rf"(?s)1 unreadable image file\(s\):\n  {bad} \(OSError"):
+        ImageFolderDataModule(verify_images="fail", **kwargs).setup("fit")
+
+    dropped = ImageFolderDataModule(verify_images="drop", **kwargs)
+    with pytest.warns(UserWarning, match=rf"leaving out 1 unreadable image file\(s\):\n  {bad}"):
+        dropped.setup("fit")
+    assert index not in dropped.pools.candidate_indices() and index not in dropped.pools.labeled_indices()
+    assert dropped.pools.num_candidates == 11
+    assert all(dropped.train_dataset()[k][0].shape == (3, 32, 32) for k in range(dropped.pools.num_labeled))
+
+    # a resume agrees: the dropped file is recorded in the saved pool state
+    resumed = ImageFolderDataModule(verify_images="drop", **kwargs)
+    with pytest.warns(UserWarning, match="leaving out 1"):
+        resumed.setup("fit")
+    resumed.load_state_dict(dropped.state_dict())
+    assert resumed.pools.candidate_indices().tolist() == dropped.pools.candidate_indices().tolist()
+    with pytest.raises(ValueError, match="verify_images must be 'off', 'fail' or 'drop'"):
+        ImageFolderDataModule(verify_images="yes", **kwargs)
+
+
+def test_a_deleted_image_file_is_explained_on_load(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "imgs", ["a", "b"], n_train=6, n_test=2)
+    dm = ImageFolderDataModule(root=str(root), initial_fraction=0.5)
+    dm.setup("fit")
+    (root / "train" / "b" / "0003.jpg").unlink()
+    fewer = ImageFolderDataModule(root=str(root), initial_fraction=0.5)
+    fewer.setup("fit")
+    with pytest.raises(ValueError, match="if image files were deleted, put them back and pass verify_images='drop'"):
+        fewer.load_state_dict(dm.state_dict())

@@ -108,3 +108,33 @@ def test_a_job_killed_in_cycle_two_resumes_without_losing_or_repeating_labels(tm
     assert [r["cycle"] for r in resumed["history"]] == [0, 1, 2, 3]
     # training on CPU is deterministic and the random states are restored: same result as never being killed
     assert resumed["labeled"] == reference["labeled"]
+
+
+@pytest.mark.slow
+def test_mid_epoch_checkpoints_in_two_cycles_resume_to_the_same_labeled_set(tmp_path: Path) -> None:
+    # Every 3 steps: with 130 + 40 labeled and batches of 32, cycle 0 trains steps 1-5 and cycle 1 steps 6-11, so
+    # step=3 is inside cycle 0's epoch and step=9 inside cycle 1's (and step=6, where Lightning itself stays
+    # silent because 6 divides cycle 1's epoch of 6 batches, is mid-epoch too).
+    args = ("--model", "cnn", "--cycles", "2", "--epochs", "1", "--every-n-steps", "3")
+    reference = _run(tmp_path / "reference", *args)[0]
+    step3 = tmp_path / "reference" / "steps" / "step=3.ckpt"
+
+    # resume from cycle 0's mid-epoch checkpoint, then kill the job in the middle of cycle 1's epoch ...
+    out = tmp_path / "killed"
+    command = _command(out, *args, "--ckpt-path", str(step3), "--sleep-at-step", "10")
+    proc = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (out / "steps" / "step=9.ckpt").is_file(), proc, timeout=240)
+        time.sleep(0.5)  # the checkpoint is renamed into place; the job now sleeps after step 10
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert _cycles_written(out) == [0, 1]
+
+    # ... and resume from its cycle-1 mid-epoch checkpoint: the same batches, the same models, the same queries
+    resumed = _run(out, *args, "--ckpt-path", str(out / "steps" / "step=9.ckpt"))[0]
+    assert resumed["labeled"] == reference["labeled"]
+    assert [r["test"]["acc"] for r in resumed["history"]] == [r["test"]["acc"] for r in reference["history"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,40 @@ def test_propose_query_then_export(digits: DigitsDataModule, tmp_path: Path) -> 
     csv_path = export_query(digits, indices, tmp_path, cycle=1, predicted=predicted, thumbnails=False)
     manifest = json.loads(csv_path.with_suffix(".json").read_text())
     assert manifest["indices"] == indices.tolist() and manifest["classes"] == [str(c) for c in range(10)]
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_row(digits: DigitsDataModule, tmp_path: Path) -> None:
+    query = digits.pools.unlabeled_indices()[:3]
+    csv_path = export_query(digits, query, tmp_path, cycle=1, thumbnails=False)
+    lines = [f"{i},,{label}" for i, label in zip(query, ("1", "caf\xe9", "2"))]
+    csv_path.write_bytes(("index,path,label\n" + "\n".join(lines) + "\n").encode("latin-1"))  # a spreadsheet's export
+    with pytest.raises(ValueError, match=rf"{csv_path}: row 3 is not UTF-8 \(byte \d+: b'\\xe9'\).*Save the file as UTF-8"):
+        import_labels(digits, csv_path, cycle=1)
+    assert digits.pools.num_labeled == digits.pools.initial_size
+
+
+def test_without_the_manifest_lost_and_added_rows_are_reported(digits: DigitsDataModule, tmp_path: Path) -> None:
+    query = digits.pools.unlabeled_indices()[:3]
+    other = int(digits.pools.unlabeled_indices()[10])
+    csv_path = export_query(digits, query, tmp_path, cycle=1, thumbnails=False)
+    csv_path.with_suffix(".json").unlink()
+    csv_path.write_text(f"index,label\n{query[0]},1\n{query[1]},2\n{other},3\n")  # row of query[2] lost, one added
+    with pytest.raises(ValueError, match=rf"(?s)row 4 \(index {other}\): not part of the exported query.*"
+                                         rf"exported indices missing from the CSV: \[{query[2]}\]"):
+        import_labels(digits, csv_path, cycle=1, indices=query)
+    with pytest.warns(UserWarning, match=r"no manifest query_cycle1.json beside it, so its 3 rows are taken as the whole query"):
+        import_labels(digits, csv_path, cycle=1)
+    assert digits.pools.labeled_indices(cycle=1).tolist() == sorted([int(query[0]), int(query[1]), other])
+
+
+def test_a_bad_row_is_reported_once_with_all_its_problems(digits: DigitsDataModule, tmp_path: Path) -> None:
+    query = digits.pools.unlabeled_indices()[:2]
+    labeled = int(digits.pools.labeled_indices()[0])
+    csv_path = export_query(digits, query, tmp_path, cycle=1, thumbnails=False)
+    csv_path.write_text(f"index,path,label\n{query[0]},,1\n{query[1]},,2\n{labeled},,zebra\n")
+    with pytest.raises(ValueError) as info:
+        import_labels(digits, csv_path, cycle=1)
+    message = str(info.value)
+    assert "1 problem(s)" in message and message.count("row 4") == 1
+    assert re.search(rf"row 4 \(index {labeled}\): unknown label 'zebra'.*; already labeled \(in cycle 0\); "
+                     r"not part of the exported query", message)

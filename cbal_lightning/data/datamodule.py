@@ -15,6 +15,7 @@ A subclass says how to read its images (:meth:`ActiveDataModule._load`) and sets
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
@@ -24,6 +25,8 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cbal_lightning.data.errors import DatasetFormatError
+from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.data.transforms import Stats, eval_transform, train_transform
 from cbal_lightning.pools import PoolState
 from cbal_lightning.splits import LongTailSplit, long_tail_split, validate_split_params
@@ -51,8 +54,25 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as image:
-            return image.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as image:
+                return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, unidentified or corrupt files
+            raise DatasetFormatError(
+                f"{self.paths[i]}: unreadable image ({type(err).__name__}: {err}); replace the file, or pass "
+                "verify_images='drop' to the datamodule to leave unreadable files out of the pool"
+            ) from err
+
+    def unreadable(self) -> list[tuple[int, str, str]]:
+        """``(position, path, reason)`` of every file that cannot be decoded completely (reads every file)."""
+        bad = []
+        for i, path in enumerate(self.paths):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except (OSError, SyntaxError, ValueError) as err:
+                bad.append((i, path, f"{type(err).__name__}: {err}"))
+        return bad
 
 
 class ImageSubset(Dataset):
@@ -86,6 +106,10 @@ class ActiveDataModule(LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: default: whether CUDA is available.
         persistent_workers: default: ``num_workers > 0``.
+        verify_images: ``"off"``; ``"fail"``: decode every image file at setup and raise with the list of unreadable
+            ones; ``"drop"``: warn with that list and leave them out (train files leave the pool, and the initial
+            set; test files leave the test set). Dropped train files are recorded in the pool state, so a resumed
+            run agrees. Data held in memory (CIFAR, digits) has no files to check.
     """
 
     num_classes: int
@@ -109,8 +133,17 @@ class ActiveDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
+        verify_images: Literal["off", "fail", "drop"] = "off",
     ) -> None:
         super().__init__()
+        if tail_classes is not None and not isinstance(tail_classes, (list, tuple, np.ndarray)):
+            raise ValueError(f"tail_classes must be a list of class indices or None, got {tail_classes!r}")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        if verify_images not in ("off", "fail", "drop"):
+            raise ValueError(f"verify_images must be 'off', 'fail' or 'drop', got {verify_images!r}")
+        self.verify_images = verify_images
+        self._dropped = np.zeros(0, dtype=np.int64)  # train indices of unreadable files (verify_images="drop")
         tail = validate_split_params(initial_fraction, imbalance_factor, imbalance_type, tail_classes)
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -154,12 +187,33 @@ class ActiveDataModule(LightningDataModule):
             imbalance_factor=self.imbalance_factor, imbalance_type=self.imbalance_type,
             tail_classes=self.tail_classes, seed=self.seed,
         )
+        bad_train, bad_test = self._unreadable_files(data)
         self._data = data
-        self._test = ImageSubset(data.test_images, np.arange(len(data.test_targets)), data.test_targets, self.eval_transform)
+        test_kept = np.setdiff1d(np.arange(len(data.test_targets)), bad_test)
+        self._test = ImageSubset(data.test_images, test_kept, data.test_targets[test_kept], self.eval_transform)
+        self._dropped = bad_train
         if self._pending_pools is not None:  # load_state_dict came before setup
             self._pools, self._pending_pools = self._restored(self._pending_pools), None
         elif self._pools is None:
             self._pools = PoolState.from_split(self.split, data.train_targets)
+            self._pools.exclude(self._dropped)
+
+    def _unreadable_files(self, data: RawData) -> tuple[np.ndarray, np.ndarray]:
+        """Train and test positions of unreadable image files under ``verify_images`` (empty when "off")."""
+        if self.verify_images == "off":
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        found = {split: images.unreadable() if isinstance(images, ImageFiles) else []
+                 for split, images in (("train", data.train_images), ("test", data.test_images))}
+        listed = [f"{path} ({reason})" for split in found for _, path, reason in found[split]]
+        if listed:
+            shown = "\n  ".join(listed[:20]) + (f"\n  ... and {len(listed) - 20} more" if len(listed) > 20 else "")
+            if self.verify_images == "fail":
+                raise DatasetFormatError(
+                    f"{type(self).__name__}: {len(listed)} unreadable image file(s):\n  {shown}\nreplace them, or pass "
+                    "verify_images='drop' to leave them out"
+                )
+            warnings.warn(f"{type(self).__name__}: leaving out {len(listed)} unreadable image file(s):\n  {shown}", stacklevel=2)
+        return tuple(np.asarray([i for i, _, _ in found[split]], dtype=np.int64) for split in ("train", "test"))  # type: ignore[return-value]
 
     def _ready(self) -> RawData:
         if self._data is None:
@@ -231,7 +285,23 @@ class ActiveDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self.batch_size, shuffle=True)
+        """The labeled samples in a new random order each epoch.
+
+        In a single process it is a :class:`~cbal_lightning.data.resumable.ResumableDataLoader`, so a checkpoint
+        saved mid-epoch resumes at the same batch; under DDP Lightning shards it with a ``DistributedSampler``.
+        """
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return self._loader(self.train_dataset(), self.batch_size, shuffle=True)
+        return ResumableDataLoader(
+            self.train_dataset(), self.batch_size, trained_batches=self._trained_batches, drop_last=False,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+        )
+
+    def _trained_batches(self) -> int | None:
+        """Batches of the current epoch the fit loop has trained on (``None`` outside ``fit``)."""
+        trainer = self.trainer
+        return None if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, self.eval_batch_size)
@@ -290,6 +360,16 @@ class ActiveDataModule(LightningDataModule):
     def _restored(self, state: dict[str, Any]) -> PoolState:
         pools = PoolState(self._ready().train_targets, num_classes=self.num_classes)
         pools.load_state_dict(state)
+        new = self._dropped[np.isin(self._dropped, pools.candidate_indices())]
+        if new.size:  # files that became unreadable after the checkpoint
+            images = self._ready().train_images
+            warnings.warn(
+                f"{type(self).__name__}: {new.size} image file(s) unreadable now were in the checkpoint's pool "
+                f"({', '.join(images.paths[i] for i in new[:5])}); leaving them out, so this run's later queries "
+                "can differ from the original's",
+                stacklevel=2,
+            )
+            pools.exclude(new)
         return pools
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from cbal_lightning.selection._checks import check_lam
 from cbal_lightning.selection.baselines import pseudo_label_quota, top_b
 from cbal_lightning.selection.engine import balanced_select
 from cbal_lightning.selection.result import Selection
@@ -75,7 +76,7 @@ class ClassBalanced(Selector):
     """
 
     def __init__(self, lam: float = 1.0, time_limit: float = 30.0, workers: int = 2) -> None:
-        self.lam = lam
+        self.lam = check_lam(lam)  # refused at construction, not after a cycle of training
         self.time_limit = time_limit
         self.workers = workers
 

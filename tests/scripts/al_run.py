@@ -58,6 +58,17 @@ class SlowDown(Callback):
             time.sleep(self.seconds)
 
 
+class SleepAtStep(Callback):
+    """Sleeps after training step ``step`` (global), so that a test can kill the job in the middle of an epoch."""
+
+    def __init__(self, step: int, seconds: float) -> None:
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            time.sleep(self.seconds)
+
+
 METHODS = {
     "entropy-cb": (Entropy, lambda: ClassBalanced(lam=1.0, time_limit=20)),
     "bald-cb": (lambda: BALD(mc_samples=4), lambda: ClassBalanced(lam=1.0, time_limit=20)),
@@ -76,6 +87,8 @@ def main() -> None:
     parser.add_argument("--ckpt-path", default=None)
     parser.add_argument("--slow-cycle", type=int, default=-1)
     parser.add_argument("--method", choices=sorted(METHODS), default="entropy-cb")
+    parser.add_argument("--every-n-steps", type=int, default=0, help="also checkpoint every N training steps")
+    parser.add_argument("--sleep-at-step", type=int, default=-1)
     args = parser.parse_args()
     out = Path(args.out)
 
@@ -89,6 +102,11 @@ def main() -> None:
         epochs_per_cycle=args.epochs, output_dir=str(out), progress=False,
     )
     callbacks = [al, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=-1, every_n_epochs=1)]
+    if args.every_n_steps:
+        callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", save_top_k=-1,
+                                         every_n_train_steps=args.every_n_steps))
+    if args.sleep_at_step >= 0:
+        callbacks.append(SleepAtStep(args.sleep_at_step, seconds=30))
     if args.slow_cycle >= 0:
         callbacks.append(SlowDown(args.slow_cycle, args.epochs, seconds=1.5))
     trainer = Trainer(
