@@ -82,7 +82,9 @@ def test_summary_is_flat_scalars():
     assert sel.balance_term == pytest.approx(2.0 * sel.l1_deviation)
 
 
-@pytest.mark.parametrize("module", ["targets", "balance", "result", "baselines", "engine", "selectors"])
+@pytest.mark.parametrize(
+    "module", ["targets", "balance", "result", "baselines", "engine", "lp", "rounding", "exact", "selectors"]
+)
 def test_doctests(module):
     mod = importlib.import_module(f"cbal_lightning.selection.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -1,29 +1,44 @@
-"""Class-balanced batch selection: targets (Eq. 4), the Eq. 8/9 optimiser, baselines and selectors."""
+"""Class-balanced batch selection: targets (Eq. 4), the Eq. 8/9 optimiser, baselines and selectors.
 
-from cbal_lightning.selection.badge import Badge, badge_select
-from cbal_lightning.selection.balance import expected_counts, l1_score
-from cbal_lightning.selection.baselines import pseudo_label_quota, top_b
-from cbal_lightning.selection.engine import balanced_select, objective_tolerance
-from cbal_lightning.selection.kcenter import KCenterGreedy, kcenter_greedy
-from cbal_lightning.selection.result import Selection
-from cbal_lightning.selection.selectors import ClassBalanced, PseudoLabelQuota, Selector, TopK
-from cbal_lightning.selection.targets import class_targets
+Names are imported on first access (PEP 562): the optimiser needs only NumPy, SciPy and OR-Tools, while the
+KCenterGreedy and BADGE selectors load torch, so ``import cbal_lightning.selection`` stays light.
+"""
 
-__all__ = [
-    "class_targets",
-    "l1_score",
-    "expected_counts",
-    "Selection",
-    "balanced_select",
-    "objective_tolerance",
-    "top_b",
-    "pseudo_label_quota",
-    "Selector",
-    "TopK",
-    "ClassBalanced",
-    "PseudoLabelQuota",
-    "kcenter_greedy",
-    "KCenterGreedy",
-    "badge_select",
-    "Badge",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {  # public name: submodule that defines it
+    "class_targets": "targets",
+    "l1_score": "balance",
+    "expected_counts": "balance",
+    "Selection": "result",
+    "balanced_select": "engine",
+    "objective_tolerance": "engine",
+    "top_b": "baselines",
+    "pseudo_label_quota": "baselines",
+    "Selector": "selectors",
+    "TopK": "selectors",
+    "ClassBalanced": "selectors",
+    "PseudoLabelQuota": "selectors",
+    "kcenter_greedy": "kcenter",
+    "KCenterGreedy": "kcenter",
+    "badge_select": "badge",
+    "Badge": "badge",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule holding ``name`` on first access and cache the attribute (PEP 562)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 ROW_SUM_TOLERANCE = 1e-3
+_BLOCK = 4_000_000  # entries per block of rows checked at once
 
 
 def check_cost(cost: np.ndarray) -> np.ndarray:
@@ -31,19 +32,28 @@ def check_budget(budget: int, n: int) -> int:
     return int(budget)
 
 
-def check_probs(probs: np.ndarray, n: int) -> np.ndarray:
-    """``probs`` as an (n, C) float64 array of softmax rows."""
-    probs = np.asarray(probs, dtype=np.float64)
+def check_probs(probs: np.ndarray, n: int, *, keep_float32: bool = False) -> np.ndarray:
+    """``probs`` as an (n, C) array of softmax rows: float64, or float32 kept as is with ``keep_float32``.
+
+    Checked in blocks of rows, so no N x C temporary is made (and no float64 copy of a float32 matrix when
+    ``keep_float32``).
+    """
+    probs = np.asarray(probs)
+    if not keep_float32 or probs.dtype != np.float32:
+        probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] == 0:
         raise ValueError(f"probs must be a 2-D (N, C) array of class probabilities, got shape {probs.shape}")
     if probs.shape[0] != n:
         raise ValueError(f"probs has {probs.shape[0]} rows but cost has {n} entries; pass one row per sample")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError("probs contains NaN or inf; pass softmax probabilities")
-    if np.any(probs < 0):
-        raise ValueError("probs contains negative values; pass softmax probabilities, not logits")
-    if np.any(np.abs(probs.sum(axis=1) - 1.0) > ROW_SUM_TOLERANCE):
-        raise ValueError(f"probs rows must sum to 1 (within {ROW_SUM_TOLERANCE}); pass softmax probabilities")
+    step = max(1, _BLOCK // probs.shape[1])
+    for lo in range(0, n, step):
+        block = probs[lo : lo + step]
+        if not np.all(np.isfinite(block)):
+            raise ValueError("probs contains NaN or inf; pass softmax probabilities")
+        if np.any(block < 0):
+            raise ValueError("probs contains negative values; pass softmax probabilities, not logits")
+        if np.any(np.abs(block.sum(axis=1, dtype=np.float64) - 1.0) > ROW_SUM_TOLERANCE):
+            raise ValueError(f"probs rows must sum to 1 (within {ROW_SUM_TOLERANCE}); pass softmax probabilities")
     return probs
 
 
@@ -79,10 +89,10 @@ def check_solver(time_limit: float, workers: int, scale: float, max_candidates: 
 
 
 def check_problem(
-    cost: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray
+    cost: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, keep_float32: bool = False
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """Validate a selection problem; returns float64 ``cost``, ``probs``, ``omega`` and the int budget."""
+    """Validate a selection problem; returns float64 ``cost``/``omega``, ``probs`` (see :func:`check_probs`), int b."""
     cost = check_cost(cost)
-    probs = check_probs(probs, cost.size)
+    probs = check_probs(probs, cost.size, keep_float32=keep_float32)
     omega = check_omega(omega, probs.shape[1])
     return cost, probs, check_budget(budget, cost.size), omega

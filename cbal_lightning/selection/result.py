@@ -22,11 +22,13 @@ class Selection:
         cost_term: ``sum_{i in indices} cost_i``.
         balance_term: ``lam * l1_deviation`` (lam included).
         l1_deviation: ``||Omega - P^T z||_1`` (not weighted by lam).
-        lower_bound: best known lower bound on the objective over all selections (LP relaxation or Lagrangian
-            bound; for routines without one, the top-b cost, valid because the balance term is non-negative).
+        lower_bound: a valid lower bound on the objective over all selections (Lagrangian bound of the LP duals,
+            raised by an exact search when it covers every row that can change the answer; for routines without
+            one, the top-b cost, valid because the balance term is non-negative; NaN for the greedy selectors).
         gap: ``(objective - lower_bound) / max(|objective|, 1e-9)``; 0 means proven optimal.
-        status: "OPTIMAL", "FEASIBLE", "LP_ROUNDED", "GREEDY", "TOP_B", "PSEUDO_LABEL" or "TRIVIAL".
-        fallback: None, or why the selection is not the solver's own: "time_limit" or "greedy".
+        status: "OPTIMAL" (gap <= 1e-6), "WITHIN_GAP" (gap <= the requested rel_gap), "FEASIBLE", "LP_ROUNDED"
+            (rounding of an LP cut by the time limit), "GREEDY", "TOP_B", "PSEUDO_LABEL" or "TRIVIAL".
+        fallback: None, or "time_limit" when the time limit cut a phase short.
         timings: seconds spent in "build", "lp", "search" and "total".
         expected_counts: (C,) float64 ``P^T z``.
         lam: the balance weight the objective was computed with.

@@ -1,0 +1,195 @@
+"""balanced_select against an exact MILP on small random and adversarial instances; statuses and bounds."""
+
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from cbal_lightning.selection import balanced_select, top_b
+
+TOL = 1e-6  # relative slack for HiGHS's tolerances
+
+
+def exact_optimum(cost, probs, omega, budget, lam):
+    """Eq. 9 with the two-sided L1 linearisation (u_c >= |Omega_c - E_c|), solved by HiGHS to a 1e-7 gap."""
+    n, n_classes = probs.shape
+    pt, eye = sp.csr_matrix(probs.T), sp.identity(n_classes, format="csr")
+    a = sp.vstack([sp.hstack([pt, eye]), sp.hstack([-pt, eye]),
+                   sp.hstack([sp.csr_matrix(np.ones((1, n))), sp.csr_matrix((1, n_classes))])]).tocsr()
+    res = milp(
+        np.concatenate([cost, np.full(n_classes, lam)]),
+        constraints=LinearConstraint(a, np.concatenate([omega, -omega, [budget]]),
+                                     np.concatenate([np.full(2 * n_classes, np.inf), [budget]])),
+        integrality=np.concatenate([np.ones(n), np.zeros(n_classes)]),
+        bounds=Bounds(0, np.concatenate([np.ones(n), np.full(n_classes, np.inf)])), options={"mip_rel_gap": 1e-7},
+    )
+    assert res.status == 0
+    return res.fun
+
+
+def softmax_rows(rng, n, n_classes, temperature):
+    logits = rng.normal(size=(n, n_classes)) / temperature
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def adversarial(kind, seed):
+    """(cost, probs, omega, budget) of a small instance of the named kind."""
+    rng = np.random.default_rng(seed)
+    n, n_classes = int(rng.integers(12, 30)), int(rng.integers(2, 7))
+    budget = int(rng.integers(2, n // 2))
+    probs = softmax_rows(rng, n, n_classes, 1.0)
+    omega = np.full(n_classes, budget / n_classes)  # Eq. 5
+    if kind == "near_uniform":
+        probs = softmax_rows(rng, n, n_classes, 10.0)
+    elif kind == "one_hot":
+        probs = np.eye(n_classes)[rng.integers(0, n_classes, size=n)]
+    elif kind == "cost_ties":
+        pass
+    elif kind == "few_targets":
+        omega = np.zeros(n_classes)
+        omega[rng.choice(n_classes, size=min(2, n_classes), replace=False)] = budget / 2
+    elif kind == "omega_over_budget":
+        omega = rng.uniform(0.5, 2.0, size=n_classes) * budget
+    elif kind == "b_one":
+        budget = 1
+    elif kind == "b_n_minus_one":
+        budget = n - 1
+    cost = (probs * np.log(np.maximum(probs, 1e-300))).sum(axis=1)
+    if kind == "cost_ties":
+        cost = np.round(cost * 2) / 2  # a few distinct values, many ties
+    return cost, probs, omega, budget
+
+
+KINDS = ["near_uniform", "one_hot", "cost_ties", "few_targets", "omega_over_budget", "b_one", "b_n_minus_one"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lam", [0.1, 1.0, 50.0])
+def test_adversarial_instances_match_the_exact_milp(kind, lam):
+    for seed in range(2):
+        cost, probs, omega, budget = adversarial(kind, seed)
+        best = exact_optimum(cost, probs, omega, budget, lam)
+        sel = balanced_select(cost, probs, budget, omega, lam, rel_gap=1e-5, time_limit=20.0)
+        assert sel.indices.size == budget and np.unique(sel.indices).size == budget
+        assert sel.objective <= best + (1e-5 + TOL) * max(1.0, abs(best)), (kind, seed)
+        assert sel.lower_bound <= best + TOL * max(1.0, abs(best))
+        assert sel.status in {"OPTIMAL", "WITHIN_GAP"} and sel.gap <= 1e-5  # provable at this size
+
+
+def test_random_instances_within_rel_gap_of_the_exact_milp():
+    rng = np.random.default_rng(0)
+    for seed in range(12):
+        n, n_classes = int(rng.integers(40, 120)), int(rng.integers(2, 8))
+        budget, lam = int(rng.integers(2, n // 3)), float(rng.choice([0.1, 0.6, 2.0, 10.0]))
+        probs = np.random.default_rng(seed).dirichlet(np.full(n_classes, 0.4), size=n)
+        cost = (probs * np.log(probs + 1e-300)).sum(axis=1)
+        omega = np.random.default_rng(seed + 50).uniform(0, 2 * budget / n_classes, size=n_classes)
+        best = exact_optimum(cost, probs, omega, budget, lam)
+        sel = balanced_select(cost, probs, budget, omega, lam, rel_gap=1e-4)
+        assert sel.objective <= best + (1e-4 + TOL) * abs(best) + 1e-9
+        assert sel.lower_bound <= best + TOL * max(1.0, abs(best))
+        assert sel.status in {"OPTIMAL", "WITHIN_GAP"} and sel.gap <= 1e-4
+
+
+def test_high_lambda_balanced_instance_matches_the_exact_milp():
+    """A smaller cousin of the issue's N=300, C=5, b=30, lam=50 case (balanced, ~30 % accurate model)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, size=100)
+    logits = rng.normal(size=(100, 5))
+    logits[np.arange(100), labels] += 0.6
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    cost = (probs * np.log(probs)).sum(axis=1)
+    omega = np.array([4.0, 1.0, 3.0, 0.0, 2.0])
+    best = exact_optimum(cost, probs, omega, 10, 50.0)
+    sel = balanced_select(cost, probs, 10, omega, 50.0, time_limit=20.0)
+    assert sel.objective <= best + 1e-4 * abs(best) + 1e-9
+    assert sel.status in {"OPTIMAL", "WITHIN_GAP"}
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_candidates", 1), ("scale", 1)])
+def test_optimal_only_when_proven(option, value):
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.full(4, 0.5), size=80)
+    cost = (probs * np.log(probs + 1e-300)).sum(axis=1)
+    omega = np.full(4, 3.0)
+    best = exact_optimum(cost, probs, omega, 12, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sel = balanced_select(cost, probs, 12, omega, 2.0, rel_gap=0.0, time_limit=2.0, **{option: value})
+    assert sel.lower_bound <= best + TOL * abs(best)
+    if sel.status == "OPTIMAL":
+        assert sel.objective <= best + TOL * abs(best)
+    else:
+        assert sel.status == "FEASIBLE" and sel.gap > 1e-6
+
+
+def test_b_one_and_b_n_are_exact_fast_paths():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(5), size=3000).astype(np.float32)
+    cost = rng.normal(size=3000)
+    omega = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    one = balanced_select(cost, probs, 1, omega, 2.0)
+    values = cost + 2.0 * np.abs(omega - probs.astype(np.float64)).sum(axis=1)
+    assert one.indices.tolist() == [int(np.argmin(values))] and one.status == "OPTIMAL" and one.gap == 0.0
+    everything = balanced_select(cost, probs, 3000, omega, 2.0)
+    assert everything.indices.size == 3000 and everything.status == "TRIVIAL" and everything.gap == 0.0
+
+
+def test_float32_probs_are_not_copied_to_float64():
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    n, n_classes = 200_000, 50
+    probs = rng.dirichlet(np.ones(n_classes), size=n).astype(np.float32)  # 40 MB; a float64 copy is 80 MB
+    cost = (probs * np.log(probs)).sum(axis=1, dtype=np.float64)
+    omega = np.full(n_classes, 0.4)
+    tracemalloc.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sel = balanced_select(cost, probs, 20, omega, 1.0, time_limit=3.0, rel_gap=1e-2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sel.indices.size == 20
+    assert peak < probs.nbytes * 1.5  # validation and pricing work in blocks and in float32
+
+
+def test_deadline_is_a_hard_bound_and_the_answer_balanced():
+    rng = np.random.default_rng(4)
+    n, n_classes, budget = 60_000, 100, 3000
+    rare = np.where(np.arange(n_classes) < 50, 1.0, 0.1)  # long-tailed pool (IF 0.1): top-b is unbalanced
+    labels = rng.choice(n_classes, size=n, p=rare / rare.sum())
+    logits = rng.normal(size=(n, n_classes)).astype(np.float32)
+    logits[np.arange(n), labels] += 4.0
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    cost = (probs * np.log(probs)).sum(axis=1, dtype=np.float64)
+    omega = np.full(n_classes, budget / n_classes)  # cycle 1 (Eq. 5): the hard case
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sel = balanced_select(cost, probs, budget, omega, 3.0, time_limit=0.5)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.5 + 1.5  # the contract is +0.5 s; extra margin for a shared machine
+    assert sel.indices.size == budget and sel.lower_bound <= sel.objective
+    assert sel.l1_deviation < 0.5 * top_b(cost, budget, probs, omega, lam=3.0).l1_deviation
+
+
+def test_import_loads_neither_torch_nor_lightning():
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "import cbal_lightning.selection\n"
+        "from cbal_lightning.selection import balanced_select, class_targets, Selection\n"
+        "heavy = [m for m in ('torch', 'lightning', 'pytorch_lightning', 'ortools') if m in sys.modules]\n"
+        "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1]\n"
+        "print(heavy, time.perf_counter() - t, peak)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "[]", out
+    assert float(out[1]) < 5.0  # goal 1 s on an idle machine; margin for a shared one
+    assert int(out[2]) < 150 * 1024  # KiB
