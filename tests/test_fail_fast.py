@@ -197,3 +197,31 @@ def test_an_unreadable_checkpoint_names_the_file_and_the_previous_one(checkpoint
 def test_an_intact_checkpoint_still_resumes(checkpoints, tmp_path):
     al = _fit(tmp_path, Plain(), ckpt_path=str(checkpoints / "epoch=0.ckpt"), selector=ClassBalanced(time_limit=10))
     assert [r["num_labeled"] for r in al.history] == [130, 170]
+
+
+class PlainLoaderDigits(DigitsDataModule):
+    """Digits served by a plain shuffled DataLoader, as a custom datamodule might."""
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train_dataset(), batch_size=self.batch_size, shuffle=True)
+
+
+@pytest.mark.parametrize("datamodule, says", [
+    (lambda: DigitsDataModule(imbalance_factor=0.1, batch_size=32, num_workers=1), "augmentations are drawn anew"),
+    (lambda: PlainLoaderDigits(imbalance_factor=0.1, batch_size=32), "the training loader is not resumable"),
+])
+def test_a_mid_epoch_resume_that_cannot_be_exact_says_what_differs(tmp_path, datamodule, says):
+    # 130 labeled samples in batches of 32: step 3 is batch 3 of 5 of epoch 0
+    steps = ModelCheckpoint(dirpath=tmp_path / "steps", filename="{step}", save_top_k=-1, every_n_train_steps=3)
+
+    def fit(ckpt_path=None, callbacks=()):
+        al = ActiveLearningCallback(budget=40, cycles=1, selector=ClassBalanced(time_limit=10), epochs_per_cycle=1,
+                                    output_dir=str(tmp_path), progress=False)
+        trainer = Trainer(max_epochs=1, accelerator="cpu", callbacks=[al, *callbacks], logger=False,
+                          limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+                          default_root_dir=tmp_path)
+        trainer.fit(Plain(), datamodule=datamodule(), ckpt_path=ckpt_path)
+
+    fit(callbacks=[steps])
+    with pytest.warns(UserWarning, match=rf"step=3.ckpt was saved after batch 3 of 5 of epoch 0 \(cycle 0\).*{says}"):
+        fit(ckpt_path=str(tmp_path / "steps" / "step=3.ckpt"))
