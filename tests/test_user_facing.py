@@ -1,7 +1,8 @@
-"""What a user sees: ``--help`` without reST markup, progress in the trainer's bar style, a readable figure."""
+"""What a user sees: a fast ``--help`` without reST markup, progress in the trainer's bar style, a readable figure."""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,19 @@ from cbal_lightning.plots import class_distribution_figure
 from cbal_lightning.selection import TopK
 
 COMMAND = [sys.executable, "-c", "from cbal_lightning.cli import main; main()"]
+
+
+def _child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def test_help_takes_well_under_two_cpu_seconds() -> None:
+    before = _child_cpu_seconds()
+    proc = subprocess.run([*COMMAND, "--help"], capture_output=True, text=True, timeout=60)
+    cpu = _child_cpu_seconds() - before
+    assert proc.returncode == 0 and "tune-lambda" in proc.stdout
+    assert cpu < 2.0, f"cbal-lightning --help used {cpu:.2f} s of CPU"
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["split"], ["sweep"], ["report"], ["tune-lambda"]])
