@@ -134,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser(command).parse_args(words)
     if args.command in _MODULE_COMMANDS:
         module = importlib.import_module(_MODULE_COMMANDS[args.command][0])
-        module.run(args, extra) if args.command == "sweep" else module.run(args)
+        if args.command == "sweep":
+            module.run(args, extra)  # arguments after -- go to every fit
+        else:
+            module.run(args)
     elif args.command == "demo":
         from cbal_lightning.demo import main as demo_main
 
