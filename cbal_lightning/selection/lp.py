@@ -26,6 +26,7 @@ LP_METHOD = "highs-ipm"  # 1.6x (C=100) to 3.5x (C=200) faster than dual simplex
 # HiGHS's interior point (with crossover) checks its time limit too seldom to meet a short deadline: with less
 # time left than ~this per non-zero (about 4x its measured speed on 2 cores), the dual simplex is used instead.
 _IPM_SECONDS_PER_NONZERO = 4e-6
+LP_NONZEROS = 30_000_000  # largest restricted LP tried (dense columns x classes); ImageNet size is ~270M
 LP_TOLERANCE = 1e-6  # the LP counts as solved when the Lagrangian bound is this close to the restricted LP
 _PRICE_BATCH = 4000  # most negative reduced-cost columns added per pricing round
 
@@ -85,7 +86,13 @@ class LinearRelaxation:
         self.rc = lin_cost - self.mu
 
     def solve(self, deadline: float) -> None:
-        """Column generation until the LP is solved or ``deadline`` (a ``time.perf_counter`` value) passes."""
+        """Column generation until the LP is solved or ``deadline`` (a ``time.perf_counter`` value) passes.
+
+        Skipped (``restricted`` stays False) when the first restricted LP would exceed ``LP_NONZEROS``.
+        """
+        first = 2 * self.budget + float(np.ceil(2 * self.omega).sum()) + 10 * self.omega.size
+        if first * self.probs.shape[1] > LP_NONZEROS:
+            return
         columns = self._initial_columns(deadline)
         while columns is not None and (remaining := deadline - time.perf_counter()) > 0:
             res = self._solve_restricted(columns, remaining)

@@ -94,7 +94,7 @@ def swap_search(
     selected = np.zeros(cost.size, dtype=bool)
     selected[chosen] = True
     deviation = omega - probs[chosen].sum(axis=0, dtype=np.float64)  # Omega - P^T z
-    p_front = np.asarray(probs[frontier], dtype=np.float64)
+    p_front = probs[frontier]  # in the dtype of probs (float32 stays float32)
     c_front = cost[frontier]
     chunk = max(1, _TERMS // (pool * probs.shape[1]))
     for _ in range(max_rounds):
