@@ -77,7 +77,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="Random vs Entropy vs Entropy-CB on long-tailed digits (under a minute on CPU)")
     demo.add_argument("--out", default="runs/demo", help="output folder for the table, plots and logs")
     demo.add_argument("--cycles", type=int, default=4)
-    demo.add_argument("--epochs", type=int, default=15, help="training epochs per cycle")
+    demo.add_argument("--epochs", type=int, default=8, help="training epochs per cycle")
     demo.add_argument("--imbalance-factor", type=float, default=0.1)
     demo.add_argument("--lam", type=float, default=1.0, help="lambda of Entropy-CB (Eq. 8)")
     demo.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""``cbal-lightning demo``: Random, Entropy and Entropy-CB on the long-tailed digits, in about a minute on a CPU."""
+"""``cbal-lightning demo``: Random, Entropy and Entropy-CB on the long-tailed digits, in under a minute on a CPU."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _methods(seed: int, lam: float) -> dict[str, tuple[Any, Any]]:
 def run_demo(
     out: str | Path = "runs/demo",
     cycles: int = 4,
-    epochs: int = 15,
+    epochs: int = 8,
     imbalance_factor: float = 0.1,
     lam: float = 1.0,
     seed: int = 0,
