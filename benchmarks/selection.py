@@ -1,18 +1,24 @@
-"""Benchmark of the class-balanced selection engine against HiGHS on synthetic pools of the paper's sizes.
+"""Benchmark of the class-balanced selection engine against HiGHS, CVXPY and CP-SAT on the paper's protocol.
 
-For each size and lambda, on one seeded synthetic long-tailed softmax matrix (half the classes rarer by
-IF = 0.1, a model of ~65 % accuracy, cost = negative entropy as in Eq. 8, Omega from Eq. 4 at cycle 2):
+Every query of the protocol: synthetic pools of the paper's sizes (CIFAR-10-LT, CIFAR-100, Tiny-ImageNet), long-
+tailed (IF 0.1) or balanced (IF 1), targets of query 1 (Omega = b/C, Eq. 5) and query 3 (Eq. 4), lam 0.1, 1 and
+3; a ~65 % accurate model, cost = negative entropy (Eq. 8). Methods, each with the same time limit:
 
-* ``engine``: :func:`cbal_lightning.selection.balanced_select`, wall time including model building;
-* ``milp``: ``scipy.optimize.milp`` (HiGHS branch and bound) on the same float problem, in the same one-sided
-  form (z binary, one shortfall per class), with the same time limit;
-* ``lp``: the full LP relaxation alone (``scipy.optimize.linprog(method="highs")``), whose optimum is the
-  lower bound every gap is measured against: ``gap = (objective - LP bound) / |objective|``.
+* ``engine``: :func:`cbal_lightning.selection.balanced_select` (wall time including validation);
+* ``milp``: ``scipy.optimize.milp`` (HiGHS branch and bound) on the one-sided form;
+* ``cvxpy``: the paper's modelling route without a Gurobi licence: CVXPY, ``norm1``, solved by HiGHS;
+* ``cpsat``: a full CP-SAT model (integer-scaled by 10^4, 2 workers);
+* ``lp``: the full LP relaxation alone (``linprog(method="highs")``), the independent lower bound every gap
+  is measured against: ``gap = (objective - LP bound) / |objective|``.
 
-Each method runs in a forked child process; memory is the child's peak resident set (VmHWM, which includes
-the ~N*C*8 bytes of the inherited instance) and its increase over the RSS at the start of the method.
+Each method runs in a forked child (killed ``kill_margin`` seconds after its time limit, since HiGHS checks
+its limit only now and then); memory is the child's peak RSS (VmHWM, includes the inherited instance) and its
+increase over the start. The alternatives run on the cases named by ``--alternatives`` (default: lam 1 at
+every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case;
+``--imagenet`` adds N=1.28M, C=1000, b=64k with float32 P (engine only, time limit 120 s).
 
-Usage: ``python benchmarks/selection.py [--sizes cifar10lt,cifar100,tiny] [--lams 0.1,1,3] [--time-limit 60]
+Usage: ``python benchmarks/selection.py [--sizes cifar10lt,cifar100,tiny] [--lams 0.1,1,3] [--imbalance 0.1,1]
+[--cycles 1,3] [--time-limits cifar10lt=3,cifar100=3,tiny=15] [--small] [--imagenet] [--quick]
 [--out benchmarks/results/selection.json]``
 """
 
@@ -39,43 +45,57 @@ SIZES = {  # name: (pool N, classes C, budget b)
     "cifar10lt": (25_000, 10, 2_500),
     "cifar100": (45_000, 100, 2_500),
     "tiny": (90_000, 200, 5_000),
+    "imagenet": (1_281_167, 1000, 64_000),
 }
+GOALS = {"cifar10lt": (3.0, 1e-4), "cifar100": (3.0, 1e-4), "tiny": (15.0, 5e-4), "imagenet": (120.0, 1e-3)}
 IMBALANCE = 0.1
 TARGET_ACCURACY = 0.65
 
 
-def synthetic_pool(n: int, n_classes: int, budget: int, seed: int = 0) -> dict[str, Any]:
-    """Seeded long-tailed pool: probabilities, Eq. 8 cost and Eq. 4 targets at cycle 2."""
+def synthetic_pool(
+    n: int, n_classes: int, budget: int, *, imbalance: float = 0.1, cycle: int = 2, seed: int = 0,
+    dtype: type = np.float64,
+) -> dict[str, Any]:
+    """Seeded pool: probabilities, Eq. 8 cost and Eq. 4 targets for query ``cycle`` (1 gives Omega = b/C).
+
+    Half the classes are rarer by ``imbalance`` (1 = balanced pool); the model is ~65 % accurate. Earlier
+    queries are partly balanced draws (half the pool's class mix, half uniform) on top of a uniform initial
+    set of ``2b`` samples.
+    """
     rng = np.random.default_rng(seed)
-    weights = np.where(np.arange(n_classes) < n_classes // 2, 1.0, IMBALANCE)
+    weights = np.where(np.arange(n_classes) < n_classes // 2, 1.0, imbalance)
     weights /= weights.sum()
     labels = rng.choice(n_classes, size=n, p=weights)
-    noise = rng.normal(size=(n, n_classes))
-    jitter = rng.normal(size=n)
-
-    def softmax(margin: float) -> np.ndarray:
-        logits = noise.copy()
-        logits[np.arange(n), labels] += margin + jitter
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        return logits / logits.sum(axis=1, keepdims=True)
+    jitter = rng.normal(size=n).astype(dtype)
+    sample = rng.normal(size=(min(n, 5000), n_classes))
 
     def accuracy(margin: float) -> float:
-        logits = noise[:5000].copy()
-        logits[np.arange(min(n, 5000)), labels[:5000]] += margin + jitter[:5000]
-        return float((logits.argmax(axis=1) == labels[:5000]).mean())
+        logits = sample.copy()
+        logits[np.arange(sample.shape[0]), labels[: sample.shape[0]]] += margin + jitter[: sample.shape[0]]
+        return float((logits.argmax(axis=1) == labels[: sample.shape[0]]).mean())
 
     low, high = 0.0, 10.0  # bisect the true-class margin for the target accuracy
     for _ in range(30):
         mid = (low + high) / 2
         low, high = (mid, high) if accuracy(mid) < TARGET_ACCURACY else (low, mid)
-    probs = softmax(high)
-    cost = (probs * np.log(np.maximum(probs, 1e-300))).sum(axis=1)  # Eq. 8: z^T (P log P) 1
+    probs = np.empty((n, n_classes), dtype=dtype)
+    cost = np.empty(n)
+    for lo in range(0, n, 65_536):  # in blocks: no N x C float64 temporaries at ImageNet size
+        hi = min(n, lo + 65_536)
+        logits = rng.normal(size=(hi - lo, n_classes)).astype(dtype)
+        logits[np.arange(hi - lo), labels[lo:hi]] += high + jitter[lo:hi]
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        probs[lo:hi] = logits
+        cost[lo:hi] = (logits * np.log(np.maximum(logits, 1e-30))).sum(axis=1)  # Eq. 8: z^T (P log P) 1
     initial = 2 * budget // n_classes * n_classes  # uniform initial set
-    first_query = rng.multinomial(budget, 0.5 * weights + 0.5 / n_classes)  # a partly balanced cycle 1
-    counts = initial // n_classes + first_query
-    omega = class_targets(counts, budget, 2, initial)  # Eq. 4 for the second query
-    return {"probs": probs, "cost": cost, "omega": omega, "accuracy": float((probs.argmax(1) == labels).mean())}
+    counts = np.full(n_classes, initial // n_classes)
+    for _ in range(cycle - 1):  # earlier, partly balanced queries
+        counts += rng.multinomial(budget, 0.5 * weights + 0.5 / n_classes)
+    omega = class_targets(counts, budget, cycle, initial)  # Eq. 4 (Eq. 5 at cycle 1)
+    accuracy_all = float((probs[:20_000].argmax(1) == labels[:20_000]).mean())
+    return {"probs": probs, "cost": cost, "omega": omega, "accuracy": accuracy_all}
 
 
 def one_sided(probs: np.ndarray, cost: np.ndarray, omega: np.ndarray, budget: int, lam: float):  # noqa: ANN201
@@ -106,7 +126,7 @@ def run_engine(inst: dict, budget: int, lam: float, time_limit: float) -> dict[s
         warnings.simplefilter("ignore", RuntimeWarning)
         sel = balanced_select(inst["cost"], inst["probs"], budget, inst["omega"], lam, time_limit=time_limit)
     return {"objective": sel.objective, "l1_score": l1_score(sel.expected_counts), "status": sel.status,
-            "fallback": sel.fallback, "own_lower_bound": sel.lower_bound, "timings": sel.timings}
+            "fallback": sel.fallback, "own_lower_bound": sel.lower_bound, "own_gap": sel.gap, "timings": sel.timings}
 
 
 def run_milp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, Any]:
@@ -120,6 +140,55 @@ def run_milp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str
     objective, score = true_objective(cost, probs, omega, lam, res.x[:n])
     return {"objective": objective, "l1_score": score,
             "status": "optimal" if res.status == 0 else f"time limit (HiGHS gap {res.mip_gap:.2e})"}
+
+
+def run_cvxpy(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, Any]:
+    """Eq. 8 as written (``norm1``), modelled in CVXPY and solved by HiGHS (the paper used Gurobi)."""
+    import cvxpy as cp
+
+    probs, cost, omega = inst["probs"], inst["cost"], inst["omega"]
+    z = cp.Variable(probs.shape[0], boolean=True)
+    problem = cp.Problem(cp.Minimize(cost @ z + lam * cp.norm1(omega - probs.T @ z)), [cp.sum(z) == budget])
+    try:
+        problem.solve(solver=cp.HIGHS, time_limit=time_limit)
+    except cp.error.SolverError as err:
+        return {"objective": None, "l1_score": None, "status": f"solver error: {str(err)[:60]}"}
+    if z.value is None:
+        return {"objective": None, "l1_score": None, "status": f"no solution ({problem.status})"}
+    objective, score = true_objective(cost, probs, omega, lam, z.value)
+    return {"objective": objective, "l1_score": score, "status": problem.status}
+
+
+def run_cpsat(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, Any]:
+    """A full CP-SAT model of the one-sided form, integer-scaled by 10^4, 2 workers."""
+    from ortools.sat.python import cp_model
+
+    probs, cost, omega = inst["probs"], inst["cost"], inst["omega"]
+    n, n_classes = probs.shape
+    scale = 10_000
+    model = cp_model.CpModel()
+    z = [model.new_bool_var(f"z{i}") for i in range(n)]
+    model.add(sum(z) == budget)
+    lin = cost + lam * probs.sum(axis=1)
+    obj = np.rint(scale * (lin - lin.min())).astype(np.int64).tolist()
+    weights = np.rint(scale * lam * probs).astype(np.int64)
+    need = np.rint(scale * lam * omega).astype(np.int64)
+    short = []
+    for c in np.flatnonzero(need > 0):
+        nz = np.flatnonzero(weights[:, c])
+        s_c = model.new_int_var(0, int(need[c]), f"s{c}")
+        model.add(cp_model.LinearExpr.weighted_sum([z[i] for i in nz], weights[nz, c].tolist()) + s_c >= int(need[c]))
+        short.append(s_c)
+    model.minimize(cp_model.LinearExpr.weighted_sum(z + short, obj + [2] * len(short)))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.num_workers = 2
+    status = solver.status_name(solver.solve(model))
+    if status not in ("OPTIMAL", "FEASIBLE"):
+        return {"objective": None, "l1_score": None, "status": f"no solution ({status})"}
+    values = np.asarray(list(solver.response_proto.solution), dtype=float)[:n]
+    objective, score = true_objective(cost, probs, omega, lam, values)
+    return {"objective": objective, "l1_score": score, "status": status.lower()}
 
 
 def run_lp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, Any]:
@@ -179,40 +248,116 @@ def gap(objective: float | None, bound: float | None) -> float | None:
     return (objective - bound) / max(abs(objective), 1e-9)
 
 
+ALTERNATIVES = {"milp": run_milp, "cvxpy": run_cvxpy, "cpsat": run_cpsat}
+
+
+def small_case(seed: int = 3) -> tuple[dict[str, Any], int]:
+    """A small high-lambda case like the issue's: N=300, C=5, b=30, balanced, ~30 % accurate model, uneven
+    cycle-3 style targets (sum 30). HiGHS cannot prove it optimal within minutes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, size=300)
+    logits = rng.normal(size=(300, 5))
+    logits[np.arange(300), labels] += 0.6
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    cost = (probs * np.log(probs)).sum(axis=1)
+    omega = np.array([10.0, 4.0, 8.0, 2.0, 6.0])
+    return {"probs": probs, "cost": cost, "omega": omega, "accuracy": float((probs.argmax(1) == labels).mean())}, 30
+
+
+def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, alternatives: bool,
+             kill_margin: float, meta: dict[str, Any]) -> dict[str, Any]:
+    n, n_classes = inst["probs"].shape
+    kill_after = time_limit + kill_margin
+    lp = measure(run_lp, inst, budget, lam, 4 * time_limit + 60, kill_after=4 * time_limit + 60 + kill_margin)
+    row = {"size": name, "n": n, "classes": n_classes, "budget": budget, "lam": lam, "time_limit": time_limit,
+           "model_accuracy": inst["accuracy"], "omega_sum": float(inst["omega"].sum()), **meta,
+           "lp": lp, "engine": measure(run_engine, inst, budget, lam, time_limit, kill_after=kill_after)}
+    row["engine"]["gap_to_lp"] = gap(row["engine"]["objective"], lp["bound"])
+    for key, fn in ALTERNATIVES.items():
+        if not alternatives:
+            continue
+        out = measure(fn, inst, budget, lam, time_limit, kill_after=kill_after)
+        out["gap_to_lp"] = gap(out["objective"], lp["bound"])
+        row[key] = out
+        engine_obj = row["engine"]["objective"]
+        if out["objective"] is not None and engine_obj is not None:  # < 0: the engine's objective is lower
+            out["engine_minus_this"] = engine_obj - out["objective"]
+        out["engine_time_ratio"] = row["engine"]["seconds"] / out["seconds"]
+    goal_s, goal_gap = GOALS.get(name, (time_limit, 1e-4))
+    e = row["engine"]
+    row["meets_goal"] = bool(e["gap_to_lp"] is not None and e["seconds"] <= goal_s and e["gap_to_lp"] <= goal_gap)
+    if name == "small":  # goal: no worse than HiGHS MILP given the same time
+        row["meets_goal"] = bool(row["milp"].get("engine_minus_this", -1.0) <= 1e-9 or row["milp"]["objective"] is None)
+    print(f"{name} IF={meta.get('imbalance')} cycle={meta.get('cycle')} lam={lam:g}: engine {e['seconds']:.2f}s "
+          f"gap {_fmt(e['gap_to_lp'], '.1e')} [{e['status']}] peak {_fmt(e['peak_mib'], '.0f')} MiB; "
+          + ", ".join(f"{k} {row[k]['seconds']:.1f}s gap {_fmt(row[k]['gap_to_lp'], '.1e')}"
+                      for k in ALTERNATIVES if k in row)
+          + f"; LP {lp['seconds']:.1f}s; load {os.getloadavg()[0]:.1f}", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="cifar10lt,cifar100,tiny")
     parser.add_argument("--lams", default="0.1,1,3")
-    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--imbalance", default="0.1,1")
+    parser.add_argument("--cycles", default="1,3")
+    parser.add_argument("--time-limits", default="cifar10lt=3,cifar100=3,tiny=15")
+    parser.add_argument("--alternatives", default="lam=1",
+                        help="'all', 'none', or 'lam=1' (lam 1 everywhere plus every lam at CIFAR-10-LT size)")
+    parser.add_argument("--kill-margin", type=float, default=20.0)
+    parser.add_argument("--small", action="store_true", help="add the issue's N=300, C=5, b=30, lam=50 case")
+    parser.add_argument("--imagenet", action="store_true", help="add N=1.28M, C=1000, b=64k (float32, 120 s)")
+    parser.add_argument("--quick", action="store_true", help="CIFAR sizes, cycle 1, lam 1, no alternatives")
     parser.add_argument("--out", default="benchmarks/results/selection.json")
+    parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.cycles, args.lams, args.alternatives = "cifar10lt,cifar100", "1", "1", "none"
+    limits = dict(item.split("=") for item in args.time_limits.split(","))
 
     results = []
-    for size in args.sizes.split(","):
+    for size in filter(None, args.sizes.split(",")):
         n, n_classes, budget = SIZES[size]
-        inst = synthetic_pool(n, n_classes, budget)
-        for lam in (float(x) for x in args.lams.split(",")):
-            kill_after = 2 * args.time_limit + 30
-            lp = measure(run_lp, inst, budget, lam, args.time_limit, kill_after=kill_after)
-            engine = measure(run_engine, inst, budget, lam, args.time_limit, kill_after=kill_after)
-            mip = measure(run_milp, inst, budget, lam, args.time_limit, kill_after=kill_after)
-            for out in (engine, mip):
-                out["gap_to_lp"] = gap(out["objective"], lp["bound"])
-            row = {"size": size, "n": n, "classes": n_classes, "budget": budget, "lam": lam,
-                   "model_accuracy": inst["accuracy"], "omega_sum": float(inst["omega"].sum()),
-                   "engine": engine, "milp": mip, "lp": lp, "engine_over_milp_time": engine["seconds"] / mip["seconds"]}
-            results.append(row)
-            print(f"{size} lam={lam}: engine {engine['seconds']:.2f}s gap {engine['gap_to_lp']:.2e} "
-                  f"[{engine['status']}], milp {mip['seconds']:.2f}s [{mip['status']}], lp {lp['seconds']:.2f}s",
-                  flush=True)
+        for imbalance in (float(x) for x in args.imbalance.split(",")):
+            for cycle in (int(x) for x in args.cycles.split(",")):
+                inst = synthetic_pool(n, n_classes, budget, imbalance=imbalance, cycle=cycle)
+                for lam in (float(x) for x in args.lams.split(",")):
+                    alternatives = args.alternatives == "all" or (
+                        args.alternatives == "lam=1" and (lam == 1.0 or size == "cifar10lt"))
+                    results.append(run_case(size, inst, budget, lam, float(limits.get(size, 60)), alternatives,
+                                            args.kill_margin, {"imbalance": imbalance, "cycle": cycle}))
+    if args.small:
+        inst, budget = small_case()
+        for limit in (3.0, 10.0):
+            results.append(run_case("small", inst, budget, 50.0, limit, True, args.kill_margin,
+                                    {"imbalance": 1.0, "cycle": 3}))
+    if args.imagenet:
+        n, n_classes, budget = SIZES["imagenet"]
+        inst = synthetic_pool(n, n_classes, budget, imbalance=1.0, cycle=1, dtype=np.float32)
+        row = {"size": "imagenet", "n": n, "classes": n_classes, "budget": budget, "lam": 1.0, "time_limit": 120.0,
+               "imbalance": 1.0, "cycle": 1, "model_accuracy": inst["accuracy"], "omega_sum": float(inst["omega"].sum()),
+               "engine": measure(run_engine, inst, budget, 1.0, 120.0, kill_after=400.0), "lp": {"bound": None}}
+        row["engine"]["gap_to_lp"] = None  # no independent LP at this size: see own_lower_bound
+        e = row["engine"]
+        row["meets_goal"] = bool(e.get("own_gap") is not None and e["seconds"] <= 120.0 and e["own_gap"] <= 1e-3
+                                 and e["peak_mib"] is not None and e["peak_mib"] <= 24 * 1024)
+        print(f"imagenet: engine {row['engine']['seconds']:.1f}s [{row['engine']['status']}] "
+              f"peak {_fmt(row['engine']['peak_mib'], '.0f')} MiB", flush=True)
+        results.append(row)
 
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "time_limit": args.time_limit,
+            "scipy": scipy.__version__, "load_average_at_end": os.getloadavg(), "args": vars(args),
             "memory": "peak_mib = VmHWM of the forked child (includes the inherited instance); "
                       "peak_delta_mib = VmHWM - VmRSS at the child's start"}
-    out_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    runs = [meta]
+    if args.append and out_path.exists():
+        previous = json.loads(out_path.read_text())
+        runs = [*previous.get("runs", [previous["meta"]]), meta]
+        results = previous["results"] + results
+    out_path.write_text(json.dumps({"meta": meta, "runs": runs, "results": results}, indent=2, default=float))
     print_table(results)
 
 
@@ -221,29 +366,30 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = ["size", "lam", "engine s", "engine gap", "engine L1", "engine status", "engine peak MiB (+delta)",
-              "MILP s", "MILP gap", "MILP L1", "MILP status", "MILP peak MiB (+delta)", "LP s", "engine/MILP time"]
-    rows = [[
-        r["size"], f"{r['lam']:g}", _fmt(r["engine"]["seconds"], ".2f"), _fmt(r["engine"]["gap_to_lp"], ".1e"),
-        _fmt(r["engine"]["l1_score"], ".3f"), r["engine"]["status"],
-        f'{_fmt(r["engine"]["peak_mib"], ".0f")} (+{_fmt(r["engine"]["peak_delta_mib"], ".0f")})',
-        _fmt(r["milp"]["seconds"], ".2f"), _fmt(r["milp"]["gap_to_lp"], ".1e"), _fmt(r["milp"]["l1_score"], ".3f"),
-        r["milp"]["status"], f'{_fmt(r["milp"]["peak_mib"], ".0f")} (+{_fmt(r["milp"]["peak_delta_mib"], ".0f")})',
-        _fmt(r["lp"]["seconds"], ".2f"),
-        _fmt(r["engine_over_milp_time"], ".3f"),
-    ] for r in results]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(" | ".join(header))
-        for row in rows:
-            print(" | ".join(row))
-        return
-    table = Table(*header, title="balanced_select vs HiGHS (gap to the LP bound)")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=220).print(table)
+    """Markdown table: one row per case, the engine and each alternative's time, status and gap."""
+    header = ["size", "IF", "cycle", "lam", "limit s", "engine s", "engine gap", "engine status", "peak MiB (+delta)",
+              "goal"]
+    for key in ALTERNATIVES:
+        header += [f"{key} s", f"{key} gap", f"engine - {key}"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in results:
+        e = r["engine"]
+        status = e["status"] + (f" ({e['fallback']})" if e.get("fallback") else "")
+        cells = [r["size"], f"{r.get('imbalance', '')}", f"{r.get('cycle', '')}", f"{r['lam']:g}",
+                 f"{r['time_limit']:g}", _fmt(e["seconds"], ".2f"),
+                 _fmt(e["gap_to_lp"], ".1e") if e["gap_to_lp"] is not None else f"{_fmt(e.get('own_gap'), '.1e')} (own)",
+                 status,
+                 f'{_fmt(e["peak_mib"], ".0f")} (+{_fmt(e["peak_delta_mib"], ".0f")})',
+                 "yes" if r.get("meets_goal") else "no"]
+        for key in ALTERNATIVES:
+            alt = r.get(key)
+            if alt is None:
+                cells += ["", "", ""]
+                continue
+            cells += [_fmt(alt["seconds"], ".1f"), _fmt(alt["gap_to_lp"], ".1e") if alt["objective"] is not None
+                      else alt["status"][:24], _fmt(alt.get("engine_minus_this"), ".3g")]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
