@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
+from cbal_lightning.cli import main
 from cbal_lightning.inference import predict_pool
 from cbal_lightning.scoring import BALD, Entropy
 from cbal_lightning.selection import ClassBalanced
@@ -146,12 +145,11 @@ def test_fit_without_a_datamodule_says_how_to_call_fit(tmp_path):
 
 
 def test_split_of_missing_cifar_suggests_the_download_flag(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "cbal_lightning.cli", "split", "--data", "cifar10", "--root", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "pass --download" in proc.stderr and "download=True" not in proc.stderr
+    with pytest.raises(SystemExit) as info:
+        main(["split", "--data", "cifar10", "--root", str(tmp_path)])
+    message = str(info.value.code)
+    assert message.startswith("cbal-lightning split: CIFAR-10 not found at")
+    assert "pass --download" in message and "download=True" not in message
 
 
 # ------------------------------------------------------------------------------------------ checkpoints (item 4)
