@@ -15,6 +15,7 @@ from cbal_lightning.data import (
     DigitsDataModule, ImageFolderDataModule, TinyImageNetDataModule,
 )
 from cbal_lightning.data.summary import DATAMODULES, build_datamodule, split_table
+from cbal_lightning.pools import PoolState
 from fixtures import write_cifar10, write_cifar100, write_image_folder, write_tiny_imagenet
 
 WNIDS = ["n03", "n01", "n02"]  # not sorted: the class order must follow wnids.txt
@@ -313,3 +314,16 @@ def test_a_deleted_image_file_is_explained_on_load(tmp_path: Path) -> None:
     fewer.setup("fit")
     with pytest.raises(ValueError, match="if image files were deleted, put them back and pass verify_images='drop'"):
         fewer.load_state_dict(dm.state_dict())
+
+
+def test_pool_exclude_unlabels_the_initial_set_but_never_a_query() -> None:
+    pools = PoolState([0, 1, 0, 1, 2, 2])
+    pools.label([0, 1], cycle=0)
+    pools.label([4], cycle=1)
+    pools.exclude([1, 3])
+    assert pools.labeled_indices().tolist() == [0, 4] and pools.candidate_indices().tolist() == [0, 2, 4, 5]
+    restored = PoolState([0, 1, 0, 1, 2, 2])
+    restored.load_state_dict(pools.state_dict())  # the exclusion travels with the state
+    assert restored.candidate_indices().tolist() == [0, 2, 4, 5]
+    with pytest.raises(ValueError, match=r"cannot exclude indices labeled by a query \(cycles >= 1\): \[4\]"):
+        pools.exclude([4])
