@@ -43,7 +43,9 @@ from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.query import PoolScores, choose_batch, score_pool
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
+from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorTracker, label_prior
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
+from cbal_lightning.splits import stratified_subset
 
 __all__ = ["ActiveLearningCallback"]
 
@@ -70,6 +72,12 @@ class ActiveLearningCallback(Callback):
         output_dir: where ``labeled_sets.jsonl`` and ``history.json`` are written; default ``trainer.log_dir``.
         progress: show progress while scoring the pool and evaluating on the test set, in the style of the
             trainer's progress bar (rank 0 only; nothing when the trainer has no progress bar).
+        calibration_fraction: share of every class of the initial labeled set kept out of cycle 0's training, so
+            that the first query can estimate the pool's class prior too (MLLS + BCTS, docs/prior.md); the held-out
+            samples join training from cycle 1. Off by default (0): with weak models the first query's estimate
+            proved unreliable and the hold-out cost cycle-0 accuracy (docs/prior.md); later queries estimate the
+            prior from the labels the previous query revealed either way. Used only when the selector corrects
+            for the prior (its ``prior`` is not ``None``) and the share gives at least 5 labels per class.
 
     The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
     ``num_classes``, ``targets``, ``eval_dataset``, ``eval_dataloader``, ``test_dataset`` and ``label``).
@@ -79,7 +87,7 @@ class ActiveLearningCallback(Callback):
     Example:
         >>> from cbal_lightning.selection.selectors import ClassBalanced
         >>> ActiveLearningCallback(budget=0.05, cycles=4, selector=ClassBalanced(lam=0.6))
-        ActiveLearningCallback(budget=0.05, cycles=4, scorer=Entropy(), selector=ClassBalanced(lam=0.6, time_limit=30.0, workers=2))
+        ActiveLearningCallback(budget=0.05, cycles=4, scorer=Entropy(), selector=ClassBalanced(lam=0.6, time_limit=30.0, workers=2, prior='estimate'))
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class ActiveLearningCallback(Callback):
         seed: int = 0,
         output_dir: str | None = None,
         progress: bool = True,
+        calibration_fraction: float = 0.0,
     ) -> None:
         if isinstance(budget, (bool, np.bool_)) or not (
             isinstance(budget, numbers.Integral) and budget > 0 or isinstance(budget, numbers.Real)
@@ -120,6 +129,10 @@ class ActiveLearningCallback(Callback):
         cycles, epochs_per_cycle = int(cycles), None if epochs_per_cycle is None else int(epochs_per_cycle)
         if reset not in ("scratch", "warm"):
             raise ValueError(f"reset: expected 'scratch' or 'warm', got {reset!r}.")
+        if isinstance(calibration_fraction, bool) or not isinstance(calibration_fraction, numbers.Real) or not (
+            0 <= calibration_fraction < 1
+        ):
+            raise ValueError(f"calibration_fraction: expected a float in [0, 1), got {calibration_fraction!r}.")
         self.budget_arg = budget
         self.cycles = cycles
         self.scorer = scorer if scorer is not None else Entropy()
@@ -130,6 +143,7 @@ class ActiveLearningCallback(Callback):
         self.seed = seed
         self.output_dir_arg = output_dir
         self.progress = progress
+        self.calibration_fraction = float(calibration_fraction)
 
         # State saved with every checkpoint.
         self.cycle = 0  # the cycle whose training is running: labels of queries 1..cycle are in the pools
@@ -138,6 +152,7 @@ class ActiveLearningCallback(Callback):
         self.epochs_per_cycle: int | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
         self.output_dir: Path | None = None
+        self.prior = PriorTracker()  # the pool's class prior, estimated query by query
 
     def __repr__(self) -> str:
         return (
@@ -184,6 +199,8 @@ class ActiveLearningCallback(Callback):
             self.history.append(
                 {"cycle": 0, "num_labeled": dm.pools.num_labeled, "labeled_counts": dm.pools.labeled_counts().tolist()}
             )
+        if self.cycle == 0 and trainer.global_step == 0:
+            self._hold_out_for_calibration(dm)
         self._write_files(trainer)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -204,6 +221,7 @@ class ActiveLearningCallback(Callback):
             "epochs_per_cycle": self.epochs_per_cycle,
             "initial_weights": self._initial_weights,
             "rng": _get_rng_states(),
+            "prior": self.prior.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -212,6 +230,7 @@ class ActiveLearningCallback(Callback):
         self.budget = state_dict["budget"]
         self.epochs_per_cycle = state_dict["epochs_per_cycle"]
         self._initial_weights = state_dict["initial_weights"]
+        self.prior.load_state_dict(state_dict.get("prior", {}))
         # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
@@ -274,7 +293,11 @@ class ActiveLearningCallback(Callback):
         )
         record = self._select(dm, scores, cycle) if trainer.is_global_zero else None
         record = trainer.strategy.broadcast(record, src=0)
+        self.prior.load_state_dict(record.pop("tracker"))  # every rank carries rank 0's estimate
         dm.label(np.asarray(record["indices"], dtype=np.int64), cycle)
+        dm.pools.release_held_out()  # the calibration samples train from now on
+        revealed = dm.pools.labeled_indices()[dm.pools.cycle_of(dm.pools.labeled_indices()) > 0]
+        record["prior"]["revealed"] = label_prior(dm.targets[revealed], dm.num_classes).tolist()
         record["num_labeled"] = dm.pools.num_labeled
         record["labeled_counts"] = dm.pools.labeled_counts().tolist()
         record["labeled_l1_score"] = l1_score(dm.pools.labeled_counts())
@@ -282,6 +305,8 @@ class ActiveLearningCallback(Callback):
         self._write_files(trainer)  # before logging: a failing logger must not lose the selection
         self._log(trainer, {f"al/query/{k}": v for k, v in record["stats"].items()} | {
             "al/query/cycle": cycle, "al/num_labeled": record["num_labeled"], "al/labeled_l1_score": record["labeled_l1_score"],
+        } | {
+            f"al/prior/{kind}/{c}": p for kind in ("estimated", "revealed") for c, p in enumerate(record["prior"][kind] or [])
         })
         self._log_to_wandb(trainer, dm, record)
         rank_zero_info(
@@ -294,21 +319,39 @@ class ActiveLearningCallback(Callback):
         """Choose the batch and describe it: the history record of this query (rank 0)."""
         assert self.budget is not None
         start = time.perf_counter()
-        selection, omega = choose_batch(self.selector, scores, dm.pools, self.budget, cycle, seed=self.seed)
-        seconds = time.perf_counter() - start
-        preds = scores.pool
+        preds, held = scores.pool, scores.heldout
+        shift = self.prior.shift(  # the pool's class prior: from the held-out labels at query 1, then revealed ones
+            label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes), preds.probs,
+            None if held is None else held.probs, None if held is None else dm.targets[held.indices],
+        )
+        prior_seconds = time.perf_counter() - start
+        used = self.selector.shift_for(shift)
+        if self.selector.prior is not None and (used is None or used.pool_prior is None):
+            rank_zero_info(f"[active learning] cycle {cycle}: balancing the uncorrected P ({shift.reason}).")
+        selection, omega = choose_batch(
+            self.selector, scores, dm.pools, self.budget, cycle, seed=self.seed, prior_shift=shift
+        )
+        seconds = time.perf_counter() - start - prior_seconds
         chosen = preds.indices[selection.indices]
         true = dm.targets[chosen]
-        predicted = preds.probs[selection.indices].argmax(1)
+        picked = preds.probs[selection.indices]
+        predicted = picked.argmax(1)
+        observe_start = time.perf_counter()
+        self.prior.observe(preds.probs, selection.indices, true)  # the revealed labels: next query's estimate
+        prior_seconds += time.perf_counter() - observe_start
         stats = dict(selection.summary())
         stats.update(
             l1_score=l1_score(np.bincount(true, minlength=dm.num_classes)),  # Eq. 10 on the revealed labels
-            expected_l1_score=l1_score(selection.expected_counts),  # Eq. 10 on P^T z, what the optimiser sees
+            expected_l1_score=l1_score(picked.sum(0)),  # Eq. 10 on the model's P^T z
+            corrected_expected_l1_score=l1_score(self.selector.balance_probs(picked, shift).sum(0)),  # what was balanced
+            prior_corrected=float(used is not None and used.pool_prior is not None),
             pseudo_label_l1_score=l1_score(np.bincount(predicted, minlength=dm.num_classes)),
             inference_seconds=scores.seconds,
             selection_seconds=seconds,
+            prior_seconds=prior_seconds,
             pool_size=len(preds.indices),
         )
+        estimate = None if used is None else used.pool_prior
         return {
             "cycle": cycle,
             "indices": chosen.tolist(),
@@ -317,7 +360,30 @@ class ActiveLearningCallback(Callback):
             "scores": preds.scores[selection.indices].tolist(),
             "omega": omega.tolist(),
             "stats": stats,
+            "prior": {
+                "method": "none" if used is None else used.method,
+                "reason": shift.reason if used is None or used.pool_prior is None else "",
+                "estimated": None if shift.pool_prior is None else np.asarray(shift.pool_prior).tolist(),
+                "used": None if estimate is None else np.asarray(estimate).tolist(),
+            },
+            "tracker": self.prior.state_dict(),
         }
+
+    def _hold_out_for_calibration(self, dm: Any) -> None:
+        """Keep ``calibration_fraction`` of every class of the initial set out of cycle 0's training (same on every
+        rank: seeded), for the first query's prior estimate; skipped when the selector does not use it."""
+        if self.selector.prior is None or self.calibration_fraction == 0 or len(dm.pools.held_out_indices()):
+            return
+        initial = dm.pools.labeled_indices(cycle=0)
+        held = stratified_subset(initial, dm.targets, self.calibration_fraction, self.seed)
+        if len(held) < MIN_LABELS_PER_CLASS * dm.num_classes:
+            rank_zero_info(
+                f"[active learning] calibration_fraction={self.calibration_fraction} of the initial set is {len(held)} "
+                f"labels, fewer than {MIN_LABELS_PER_CLASS} per class: nothing held out; the first query balances the "
+                "uncorrected P."
+            )
+            return
+        dm.pools.hold_out(held)
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         record = self.history[self.cycle]

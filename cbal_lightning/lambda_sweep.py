@@ -13,7 +13,11 @@ lambda, and "chooses the smallest lambda after which the L1 loss converges and d
   the plain method's imbalance by default).
 * :func:`plot_lambda_sweep` draws Fig. 4: both parts against lambda, with the plain method (lambda = 0) and the
   pseudo-label quota (supplement H) as horizontal reference lines, and the chosen lambda.
-* :func:`tune_lambda` does all of it for an experiment config (``cbal-lightning tune-lambda --config FILE``).
+* :func:`widen_until_converged` extends the grid geometrically (x2 per step, up to ``max_lam``) while the L1 part
+  still falls between its last two lambdas, and says whether it converged.
+* :func:`tune_lambda` does all of it for an experiment config (``cbal-lightning tune-lambda --config FILE``). When
+  the config's selector corrects for the pool's class prior (``ClassBalanced(prior="estimate")``, the default),
+  the sweep balances the same corrected posteriors as the first query (docs/prior.md).
 
 Why the curves are monotone: for optimal selections ``z1``, ``z2`` at ``lam1 < lam2`` optimality gives
 ``c1 + lam1 L1 <= c2 + lam1 L2`` and ``c2 + lam2 L2 <= c1 + lam2 L1``; adding them, ``(lam2 - lam1)(L2 - L1) <= 0``,
@@ -37,6 +41,7 @@ from cbal_lightning.selection import balanced_select, class_targets, l1_score, p
 __all__ = [
     "DEFAULT_LAMS",
     "sweep_lambda",
+    "widen_until_converged",
     "choose_lambda",
     "lambda_converged",
     "reference_points",
@@ -101,6 +106,35 @@ def sweep_lambda(
         selection = balanced_select(cost, probs, budget, omega, lam, **solver_kwargs)
         results.append(_point(selection, lam, f"lambda={lam:g}"))
     return results
+
+
+def widen_until_converged(
+    cost: np.ndarray,
+    probs: np.ndarray,
+    budget: int,
+    omega: np.ndarray,
+    results: Sequence[dict[str, Any]],
+    tol: float = 0.01,
+    max_lam: float = 100.0,
+    **solver_kwargs: Any,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Extend a sweep by doubling its largest lambda while the L1 part has not converged (:func:`lambda_converged`).
+
+    Returns the widened results (sorted by lambda) and whether the L1 part converged by ``max_lam``.
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.2, 0.8]])
+        >>> cost, omega = -np.array([0.8, 0.7, 0.6, 0.2]), np.array([1.0, 1.0])
+        >>> grid = sweep_lambda(cost, probs, 2, omega, [0, 0.25, 0.5])  # L1 part 1.6, 1.6, 0.2: still falling
+        >>> results, ok = widen_until_converged(cost, probs, 2, omega, grid)
+        >>> ok, [r["lam"] for r in results]
+        (True, [0.0, 0.25, 0.5, 1.0])
+    """
+    results = sorted(results, key=lambda r: r["lam"])
+    while not lambda_converged(results, tol) and results[-1]["lam"] < max_lam:
+        lam = min(max(2.0 * results[-1]["lam"], 0.25), max_lam)
+        results.append(sweep_lambda(cost, probs, budget, omega, [lam], **solver_kwargs)[0])
+    return results, lambda_converged(results, tol)
 
 
 def reference_points(cost: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -228,6 +262,7 @@ def tune_lambda(
     accelerator: str = "auto",
     time_limit: float | None = None,
     verbose: bool = True,
+    max_lam: float = 100.0,
 ) -> dict[str, Any]:
     """Train the config's model on the initial labeled set, score the pool and sweep lambda (Fig. 4).
 
@@ -247,15 +282,18 @@ def tune_lambda(
         tol: see :func:`choose_lambda`.
         seed, accelerator: for training (one device).
         time_limit: solver seconds per lambda (default: the config's ``ClassBalanced(time_limit=...)``, else 30).
+        max_lam: the grid is widened (x2 per step) until the L1 part converges or lambda reaches this.
 
     Returns:
-        ``{"config", "budget", "epochs", "lams", "results", "references", "chosen_lambda", "tol", "files"}``, also
-        written as ``out/lambda_sweep.json``.
+        ``{"config", "budget", "epochs", "lams", "results", "references", "chosen_lambda", "converged", "prior",
+        "tol", "files"}``, also written as ``out/lambda_sweep.json``.
     """
     from lightning.pytorch import Trainer, seed_everything
 
     from cbal_lightning.inference import predict_pool
     from cbal_lightning.scoring import Entropy, Scorer
+    from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorTracker, label_prior
+    from cbal_lightning.splits import stratified_subset
 
     out = Path(out or "runs/tune_lambda")
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +304,11 @@ def tune_lambda(
     if budget_arg is None:
         raise ValueError("budget: the config has no ActiveLearningCallback; pass budget=")
     b = int(round(budget_arg * len(dm.pools))) if isinstance(budget_arg, float) and budget_arg < 1 else int(budget_arg)
+    selector = getattr(al, "selector", None)
+    if getattr(selector, "prior", None) is not None:  # hold out calibration labels as the callback's cycle 0 does
+        held = stratified_subset(dm.pools.labeled_indices(cycle=0), dm.targets, al.calibration_fraction, al.seed)
+        if len(held) >= MIN_LABELS_PER_CLASS * dm.num_classes:
+            dm.pools.hold_out(held)
     trainer = Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
         limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
@@ -280,18 +323,30 @@ def tune_lambda(
     preds = predict_pool(model, loader, scorer, cycle=1, device=model.device)
     omega = class_targets(dm.pools.labeled_counts(), b, 1, dm.pools.initial_size)  # Eq. 4 for the first query
     cost = -preds.scores.astype(np.float64)  # Eq. 8 (entropy): z^T (P log P) 1; Eq. 9 for other scores
+    probs, prior = preds.probs, {"method": "none", "reason": "the selector balances the uncorrected P"}
+    if selector is not None and getattr(selector, "prior", None) is not None:
+        held = dm.pools.held_out_indices()
+        held_preds = predict_pool(model, dm.eval_dataloader(held), Entropy(), cycle=1, device=model.device) if len(held) else None
+        shift = PriorTracker().shift(
+            label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes), probs,
+            None if held_preds is None else held_preds.probs, None if held_preds is None else dm.targets[held_preds.indices],
+        )
+        probs = selector.balance_probs(probs, shift)  # the posteriors the first query balances
+        prior = {"method": shift.method, "reason": shift.reason,
+                 "estimated": None if shift.pool_prior is None else np.asarray(shift.pool_prior).tolist()}
+        dm.pools.release_held_out()
     if time_limit is None:
-        time_limit = float(getattr(getattr(al, "selector", None), "time_limit", 30.0))
-    results = sweep_lambda(cost, preds.probs, b, omega, lams, time_limit=time_limit, seed=seed)
-    references = reference_points(cost, preds.probs, b, omega)
+        time_limit = float(getattr(selector, "time_limit", 30.0))
+    results = sweep_lambda(cost, probs, b, omega, lams, time_limit=time_limit, seed=seed)
+    results, converged = widen_until_converged(cost, probs, b, omega, results, tol, max_lam, time_limit=time_limit, seed=seed)
+    references = reference_points(cost, probs, b, omega)
     chosen = choose_lambda(results, tol)
-    converged = lambda_converged(results, tol)
     png = plot_lambda_sweep(results, out / "lambda_sweep.png", references, chosen,
                             title=f"{Path(config).name}: b={b}, pool={len(pool)}, {max_epochs} epochs on the initial set")
     report = {
         "config": str(config), "scorer": repr(scorer), "budget": b, "epochs": max_epochs, "pool_size": int(len(pool)),
         "omega": omega.tolist(), "lams": [r["lam"] for r in results], "results": results,
-        "references": references, "chosen_lambda": chosen, "converged": converged, "tol": tol,
+        "references": references, "chosen_lambda": chosen, "converged": converged, "prior": prior, "tol": tol,
         "files": [str(png), str(out / "lambda_sweep.json")],
     }
     atomic_write_json(out / "lambda_sweep.json", report, indent=1)
@@ -301,9 +356,12 @@ def tune_lambda(
             print(f"{ref['name']:>22}: cost part {ref['cost']:.4f}, L1 part {ref['l1']:.3f}, L1 score {ref['l1_score']:.4f}")
         print(f"chosen lambda: {chosen:g} (smallest lambda after which the L1 part falls by <= {tol:g} x its value at "
               f"lambda={results[0]['lam']:g})")
+        if results[-1]["lam"] > max(lams):
+            print(f"the L1 part had not converged by lambda={max(lams):g}: the grid was widened to {results[-1]['lam']:g}")
         if not converged:
             print(f"warning: the L1 part still falls by more than {tol:g} x its lambda={results[0]['lam']:g} value "
-                  "between the last two lambdas: extend the grid (--lams) to see where it converges")
+                  f"between the last two lambdas, even at lambda={results[-1]['lam']:g} (--max-lam): not converged")
+        print(f"pool prior: {prior['method']}" + (f" ({prior['reason']})" if prior.get("reason") else ""))
         print("Files: " + ", ".join(report["files"]))
     return report
 
@@ -322,6 +380,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--time-limit", type=float, default=None, help="solver seconds per lambda (default: the config's)")
+    parser.add_argument("--max-lam", type=float, default=100.0, help="widen the grid (x2 per step) up to this lambda "
+                        "until the L1 part converges")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -329,4 +389,4 @@ def run(args: argparse.Namespace) -> None:
     if budget is not None and budget >= 1:
         budget = int(budget)
     tune_lambda(args.config, args.lams, args.out, args.epochs, budget, args.tol, args.seed, args.accelerator,
-                args.time_limit)
+                args.time_limit, max_lam=args.max_lam)

@@ -84,6 +84,7 @@ class PoolState:
             self._candidate[:] = False
             self._candidate[cand] = True
         self._cycle = np.full(len(targets), -1, dtype=np.int64)
+        self._held_out = np.zeros(len(targets), dtype=bool)  # labeled, but kept out of training (calibration)
 
     @classmethod
     def from_split(cls, split: LongTailSplit, targets: Sequence[int] | np.ndarray) -> PoolState:
@@ -146,6 +147,14 @@ class PoolState:
         mask = self._cycle >= 0 if cycle is None else self._cycle == int(cycle)
         return np.flatnonzero(mask).astype(np.int64)
 
+    def training_indices(self) -> np.ndarray:
+        """Sorted int64 labeled indices the model trains on: the labeled set less the held-out samples."""
+        return np.flatnonzero((self._cycle >= 0) & ~self._held_out).astype(np.int64)
+
+    def held_out_indices(self) -> np.ndarray:
+        """Sorted int64 labeled indices kept out of training (see :meth:`hold_out`)."""
+        return np.flatnonzero(self._held_out).astype(np.int64)
+
     def unlabeled_indices(self) -> np.ndarray:
         """Sorted int64 indices of the candidates not labeled yet."""
         return np.flatnonzero(self._candidate & (self._cycle < 0)).astype(np.int64)
@@ -188,6 +197,23 @@ class PoolState:
             raise ValueError(f"cannot label indices twice: already labeled (in cycles {cycles}): {_show(done)}")
         self._cycle[idx] = int(cycle)
 
+    def hold_out(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> None:
+        """Keep labeled ``indices`` out of training until :meth:`release_held_out` (e.g. to calibrate on them).
+
+        Raises:
+            ValueError: an index out of range or not labeled; nothing changes then.
+        """
+        idx = _as_index_array(indices)
+        self._check_range(idx)
+        unlabeled = idx[self._cycle[idx] < 0]
+        if unlabeled.size:
+            raise ValueError(f"only labeled samples can be held out; not labeled: {_show(unlabeled)}")
+        self._held_out[idx] = True
+
+    def release_held_out(self) -> None:
+        """Return every held-out sample to training."""
+        self._held_out[:] = False
+
     def exclude(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> None:
         """Take ``indices`` out of the active-learning universe (e.g. unreadable images): never served, never queried.
 
@@ -203,6 +229,7 @@ class PoolState:
             raise ValueError(f"cannot exclude indices labeled by a query (cycles >= 1): {_show(queried)}")
         self._candidate[idx] = False
         self._cycle[idx] = -1
+        self._held_out[idx] = False
 
     def _check_range(self, idx: np.ndarray) -> None:
         bad = idx[(idx < 0) | (idx >= len(self))]
@@ -218,6 +245,7 @@ class PoolState:
             "targets": torch.from_numpy(self._targets.copy()),
             "candidates": torch.from_numpy(self._candidate.copy()),
             "cycles": torch.from_numpy(self._cycle.copy()),
+            "held_out": torch.from_numpy(self._held_out.copy()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -232,6 +260,7 @@ class PoolState:
         targets = _to_numpy(state["targets"]).astype(np.int64)
         candidates = _to_numpy(state["candidates"]).astype(bool)
         cycles = _to_numpy(state["cycles"]).astype(np.int64)
+        held_out = _to_numpy(state["held_out"]).astype(bool) if "held_out" in state else np.zeros(len(cycles), bool)
         if len(targets) != len(self):
             raise ValueError(
                 f"the saved pool state covers a train set of {len(targets)} samples but this train set has {len(self)}: "
@@ -247,8 +276,11 @@ class PoolState:
             raise ValueError("corrupt pool state: 'candidates' and 'cycles' must have one entry per train sample")
         if (cycles < -1).any() or ((cycles >= 0) & ~candidates).any():
             raise ValueError("corrupt pool state: a labeled index outside the candidates, or a cycle below -1")
+        if len(held_out) != len(self) or (held_out & (cycles < 0)).any():
+            raise ValueError("corrupt pool state: 'held_out' must mark labeled samples only, one entry per train sample")
         self._candidate = candidates
         self._cycle = cycles
+        self._held_out = held_out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: ``.npz`` (compressed numpy) for that suffix, JSON otherwise. Returns the path."""

@@ -25,7 +25,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-__all__ = ["ImbalanceType", "LongTailSplit", "keep_fractions", "keep_counts", "long_tail_split", "validate_split_params"]
+__all__ = ["ImbalanceType", "LongTailSplit", "keep_fractions", "keep_counts", "long_tail_split", "stratified_subset",
+           "validate_split_params"]
 
 ImbalanceType = Literal["step", "exp"]
 IMBALANCE_TYPES: tuple[str, ...] = ("step", "exp")
@@ -233,3 +234,20 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array, dtype=np.int64)
     array.setflags(write=False)
     return array
+
+
+def stratified_subset(indices: np.ndarray, targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded ``floor(fraction * n_y)`` of every class ``y`` among ``indices`` (sorted int64).
+
+    Example:
+        >>> stratified_subset(np.arange(8), np.array([0, 0, 0, 0, 1, 1, 1, 1]), 0.5, seed=0).size
+        4
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    labels = np.asarray(targets)[indices]
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.permutation(indices[labels == y])[: math.floor(fraction * int((labels == y).sum()))]
+        for y in np.unique(labels)
+    ]
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent
 # reuses CIFAR-100's. KCenterGreedy-CB: the official 5 (CIFAR-10) / 50 (CIFAR-100) divided by C, since the official
 # code divides lambda by the number of classes and kcenter_greedy takes lambda as given. BALD-CB and VAAL-CB reuse
 # Entropy-CB's values (their scores live on a similar scale); re-tune any of them with `cbal-lightning tune-lambda`.
+# The grid reproduces the paper, so its balanced selectors balance the uncorrected P (`prior: null`, the paper's Eq. 8
+# and Algorithm 2) with the official lambdas; delete that line for the library's label-shift-corrected default
+# (docs/prior.md), and re-tune lambda for it.
 LAMBDAS = {
     "cifar10": {"entropy": 0.6, "kcenter": 0.5},
     "cifar100": {"entropy": 2.0, "kcenter": 0.5},
@@ -72,11 +75,12 @@ TOPK = {"class_path": "cbal_lightning.selection.TopK"}
 
 
 def _balanced(lam: float) -> dict[str, Any]:
-    return {"class_path": "cbal_lightning.selection.ClassBalanced", "init_args": {"lam": lam}}
+    return {"class_path": "cbal_lightning.selection.ClassBalanced", "init_args": {"lam": lam, "prior": None}}
 
 
 def _kcenter(lam: float) -> dict[str, Any]:
-    return {"class_path": "cbal_lightning.selection.KCenterGreedy", "init_args": {"lam": lam}}
+    args: dict[str, Any] = {"lam": lam, "prior": None} if lam > 0 else {"lam": lam}
+    return {"class_path": "cbal_lightning.selection.KCenterGreedy", "init_args": args}
 
 
 def methods(dataset: str) -> dict[str, tuple[dict[str, Any], dict[str, Any], str]]:

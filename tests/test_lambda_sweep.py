@@ -11,6 +11,7 @@ import yaml
 
 from cbal_lightning.cli import main
 from cbal_lightning.lambda_sweep import (
+    widen_until_converged,
     choose_lambda,
     lambda_converged,
     plot_lambda_sweep,
@@ -110,13 +111,30 @@ def test_tune_lambda_on_the_digits_config(tmp_path: Path, capsys: pytest.Capture
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "sweep"
     main(["tune-lambda", "--config", str(path), "--epochs", "3", "--lams", "0", "1", "2", "--out", str(out),
-          "--time-limit", "2", "--accelerator", "cpu"])
+          "--time-limit", "2", "--accelerator", "cpu", "--max-lam", "8"])
     printed = capsys.readouterr().out
     assert "chosen lambda" in printed
     report = json.loads((out / "lambda_sweep.json").read_text())
     assert report["budget"] == round(0.05 * 1347) and report["epochs"] == 3  # budget 0.05 of the 1,347 train images
-    assert report["lams"] == [0.0, 1.0, 2.0] and 0.0 <= report["chosen_lambda"] <= 2.0
+    assert report["lams"][:3] == [0.0, 1.0, 2.0] and report["lams"][3:] in ([], [4.0], [4.0, 8.0])  # widened x2
+    assert report["converged"] or report["lams"][-1] == 8.0
+    assert 0.0 <= report["chosen_lambda"] <= report["lams"][-1]
+    # 13 initial labels per class leave too few to hold out (5 per class): the first query is uncorrected
+    assert report["prior"]["method"] == "none" and "no held-out" in report["prior"]["reason"]
     l1 = [r["l1"] for r in report["results"]]
     assert all(b <= a + 1e-3 * max(a, 1.0) for a, b in zip(l1, l1[1:])), l1
     assert sum(report["omega"]) == pytest.approx(report["budget"])  # a uniform initial set: Omega(1) = b / C each
     assert (out / "lambda_sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_widening_stops_where_the_l1_part_converges_or_at_max_lam() -> None:
+    probs = np.array([[0.9, 0.1]] * 6 + [[0.45, 0.55]] * 2)
+    cost = -np.array([0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.1, 0.05])
+    omega = np.array([2.0, 2.0])
+    grid = sweep_lambda(cost, probs, 4, omega, [0.0, 0.5, 1.0])  # L1 part 3.2, 3.2, 1.4: still falling
+    assert not lambda_converged(grid)
+    results, converged = widen_until_converged(cost, probs, 4, omega, grid, max_lam=1.0)
+    assert not converged and [r["lam"] for r in results] == [0.0, 0.5, 1.0]  # capped: reported as not converged
+    results, converged = widen_until_converged(cost, probs, 4, omega, grid, max_lam=100.0)
+    assert converged and [r["lam"] for r in results] == [0.0, 0.5, 1.0, 2.0]
+    assert results[-1]["l1"] == pytest.approx(results[-2]["l1"])

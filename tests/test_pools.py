@@ -141,3 +141,27 @@ def test_load_state_dict_rejects_another_train_set_and_keeps_its_state() -> None
 def test_bad_construction(targets, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         PoolState(targets, **kwargs)
+
+
+def test_held_out_samples_are_labeled_but_not_trained_on_and_persist() -> None:
+    pools = PoolState(np.array([0, 0, 1, 1, 2, 2]))
+    pools.label([0, 1, 2, 3], cycle=0)
+    pools.hold_out([1, 3])
+    assert pools.training_indices().tolist() == [0, 2] and pools.held_out_indices().tolist() == [1, 3]
+    assert pools.num_labeled == 4 and pools.labeled_counts().tolist() == [2, 2, 0]  # still labeled: Eq. 4 counts them
+    with pytest.raises(ValueError, match="only labeled samples can be held out"):
+        pools.hold_out([4])
+    state = pools.state_dict()
+    restored = PoolState(np.array([0, 0, 1, 1, 2, 2]))
+    restored.load_state_dict(state)
+    assert restored.held_out_indices().tolist() == [1, 3]
+    older = {k: v for k, v in state.items() if k != "held_out"}  # a checkpoint written before hold-outs existed
+    restored.load_state_dict(older)
+    assert restored.held_out_indices().size == 0
+    tampered = dict(state, held_out=torch.tensor([False, False, False, False, True, False]))  # an unlabeled sample
+    with pytest.raises(ValueError, match="held_out"):
+        restored.load_state_dict(tampered)
+    pools.exclude([3])  # an unreadable held-out image leaves the hold-out with the universe
+    assert pools.held_out_indices().tolist() == [1]
+    pools.release_held_out()
+    assert pools.training_indices().tolist() == [0, 1, 2]

@@ -249,8 +249,8 @@ class ActiveDataModule(LightningDataModule):
         return self._test
 
     def train_dataset(self) -> Dataset:
-        """The labeled samples, ``(image, label)`` items, training augmentation."""
-        data, labeled = self._ready(), self.pools.labeled_indices()
+        """The labeled samples the model trains on (less any held out), ``(image, label)`` items, training augmentation."""
+        data, labeled = self._ready(), self.pools.training_indices()
         return ImageSubset(data.train_images, labeled, self.targets[labeled], self.train_transform)
 
     def pool_dataset(self, indices: Sequence[int] | np.ndarray | None = None) -> Dataset:

@@ -32,7 +32,8 @@ from cbal_lightning.selection._greedy import (
     single_thread_on_cpu,
 )
 from cbal_lightning.selection.result import Selection, evaluate
-from cbal_lightning.selection.selectors import Selector
+from cbal_lightning.selection.prior import PriorShift
+from cbal_lightning.selection.selectors import PriorArg, Selector, check_prior_arg
 
 __all__ = ["badge_select", "Badge", "gradient_factors"]
 
@@ -74,6 +75,7 @@ def badge_select(
     lam: float = 0.0,
     seed: int = 0,
     device: str | torch.device | None = None,
+    balance_probs: np.ndarray | None = None,
 ) -> Selection:
     """BADGE (``lam = 0``) or balanced BADGE (``lam > 0``) selection of ``budget`` pool rows.
 
@@ -85,6 +87,8 @@ def badge_select(
         lam: balance weight of the tilted draws (module docstring).
         seed: seed of the numpy Generator that draws the centers.
         device: torch device for the matrix-vector products; default CUDA when available, else CPU.
+        balance_probs: (N, C) the posteriors the balance term counts, e.g. ``probs`` corrected for the pool's
+            class prior (:mod:`cbal_lightning.selection.prior`); default ``probs``.
 
     Returns:
         A :class:`Selection` with status "GREEDY"; ``cost_term`` is ``-sum`` of the picks' ``D^2`` when picked
@@ -104,14 +108,17 @@ def badge_select(
     emb_np = check_embeddings(embeddings, n)
     budget = check_budget(budget, n)
     lam = check_lam(lam)
-    probs_np, omega = check_balance_inputs(probs_np, omega, lam, n)
+    counted = probs_np if balance_probs is None else np.asarray(balance_probs)
+    if counted.shape != probs_np.shape:
+        raise ValueError(f"balance_probs must have the shape of probs {probs_np.shape}, got {counted.shape}")
+    counted, omega = check_balance_inputs(counted, omega, lam, n)
 
     device = torch.device(device) if device is not None else default_device()
     a = torch.from_numpy(gradient_factors(probs_np)).to(device)
     h = torch.from_numpy(emb_np).to(device)
     a_sq, h_sq = (a * a).sum(dim=1), (h * h).sum(dim=1).double()
     d2 = (a_sq * h_sq).cpu().numpy()  # D^2 to the origin: argmax gives BADGE's first center
-    tracker = GreedyL1(probs_np, omega) if lam > 0 else None
+    tracker = GreedyL1(counted, omega) if lam > 0 else None
     rng = np.random.default_rng(seed)
     available = np.ones(n, dtype=bool)
     picks = np.empty(budget, dtype=np.int64)
@@ -131,13 +138,15 @@ def badge_select(
             d2[~available] = 0.0
 
     timings = {"build": build, "search": time.perf_counter() - start - build, "total": time.perf_counter() - start}
-    return evaluate(picks, cost, probs_np, omega, lam, lower_bound=float("nan"), status="GREEDY", timings=timings)
+    return evaluate(picks, cost, counted, omega, lam, lower_bound=float("nan"), status="GREEDY", timings=timings)
 
 
 class Badge(Selector):
     """BADGE on gradient embeddings from ``probs`` and penultimate ``embeddings``; ``lam > 0``: balanced BADGE.
 
     Ignores ``scores`` and ``labeled_embeddings`` (BADGE seeds from the pool alone); ``seed`` drives the draws.
+    With ``lam > 0`` the balance term counts ``P`` corrected for the pool's class prior (``prior="estimate"``,
+    the default; ``prior=None`` uncorrected); the gradient embeddings always use the model's own ``P``.
 
     Example:
         >>> probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.2, 0.8]])
@@ -148,8 +157,9 @@ class Badge(Selector):
 
     needs_embeddings: bool = True
 
-    def __init__(self, lam: float = 0.0) -> None:
+    def __init__(self, lam: float = 0.0, prior: PriorArg = "estimate") -> None:
         self.lam = lam
+        self.prior = check_prior_arg(prior)
 
     def select(
         self,
@@ -161,5 +171,7 @@ class Badge(Selector):
         seed: int = 0,
         embeddings: np.ndarray | None = None,
         labeled_embeddings: np.ndarray | None = None,
+        prior_shift: PriorShift | None = None,
     ) -> Selection:
-        return badge_select(probs, embeddings, budget, omega=omega, lam=self.lam, seed=seed)
+        counted = self.balance_probs(probs, prior_shift) if self.lam > 0 else None
+        return badge_select(probs, embeddings, budget, omega=omega, lam=self.lam, seed=seed, balance_probs=counted)

@@ -29,7 +29,8 @@ from cbal_lightning.selection._greedy import (
     single_thread_on_cpu,
 )
 from cbal_lightning.selection.result import Selection, evaluate
-from cbal_lightning.selection.selectors import Selector
+from cbal_lightning.selection.prior import PriorShift
+from cbal_lightning.selection.selectors import PriorArg, Selector, check_prior_arg
 
 __all__ = ["kcenter_greedy", "KCenterGreedy"]
 
@@ -161,6 +162,8 @@ class KCenterGreedy(Selector):
     """Core-set KCenterGreedy on penultimate-layer embeddings; ``lam > 0`` gives KCenterGreedy-CB (Algorithm 2).
 
     Ignores ``scores`` and ``seed`` (the method is deterministic). See :func:`kcenter_greedy` for ``lam`` scaling.
+    ``prior`` as for :class:`~cbal_lightning.selection.selectors.ClassBalanced`: by default the balance term counts
+    ``P`` corrected for the pool's class prior; ``prior=None`` is the paper's Algorithm 2 exactly.
 
     Example:
         >>> pool = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [9.0, 0.0]], dtype=np.float32)
@@ -176,10 +179,13 @@ class KCenterGreedy(Selector):
 
     needs_embeddings: bool = True
 
-    def __init__(self, lam: float = 0.0, chunk_size: int = 4096, normalize: bool = False) -> None:
+    def __init__(
+        self, lam: float = 0.0, chunk_size: int = 4096, normalize: bool = False, prior: PriorArg = "estimate"
+    ) -> None:
         self.lam = lam
         self.chunk_size = chunk_size
         self.normalize = normalize
+        self.prior = check_prior_arg(prior)
 
     def select(
         self,
@@ -191,8 +197,9 @@ class KCenterGreedy(Selector):
         seed: int = 0,
         embeddings: np.ndarray | None = None,
         labeled_embeddings: np.ndarray | None = None,
+        prior_shift: PriorShift | None = None,
     ) -> Selection:
-        return kcenter_greedy(
-            embeddings, labeled_embeddings, budget, probs=probs, omega=omega, lam=self.lam,
+        return kcenter_greedy(  # Algorithm 2 counts P corrected for the pool's prior unless prior=None
+            embeddings, labeled_embeddings, budget, probs=self.balance_probs(probs, prior_shift), omega=omega, lam=self.lam,
             normalize=self.normalize, chunk_size=self.chunk_size,
         )

@@ -7,15 +7,35 @@ routines, so every scorer combines with every selector.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Literal, Union
 
 import numpy as np
 
 from cbal_lightning.selection._checks import check_lam
 from cbal_lightning.selection.baselines import pseudo_label_quota, top_b
 from cbal_lightning.selection.engine import balanced_select
+from cbal_lightning.selection.prior import PriorShift
 from cbal_lightning.selection.result import Selection
 
-__all__ = ["Selector", "TopK", "ClassBalanced", "PseudoLabelQuota"]
+__all__ = ["Selector", "TopK", "ClassBalanced", "PseudoLabelQuota", "PriorArg", "check_prior_arg"]
+
+PriorArg = Union[Literal["estimate"], Sequence[float], None]
+"""How a balanced selector treats the pool's class prior: ``"estimate"`` corrects ``P`` with the estimate the
+callback passes (label shift, :mod:`cbal_lightning.selection.prior`), a sequence is a known pool class
+distribution, ``None`` balances the uncorrected ``P`` exactly as the paper's Eq. 8."""
+
+
+def check_prior_arg(prior: PriorArg) -> PriorArg:
+    """Validate a selector's ``prior`` argument at construction (see :data:`PriorArg`)."""
+    if prior is None or (isinstance(prior, str) and prior == "estimate"):
+        return prior
+    if isinstance(prior, str):
+        raise ValueError(f"prior: expected 'estimate', None or a sequence of class weights, got {prior!r}")
+    values = np.asarray(prior, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
+        raise ValueError(f"prior: a known pool prior must be >= 2 non-negative finite class weights, got {prior!r}")
+    return tuple(float(v) for v in values / values.sum())
 
 
 class Selector(ABC):
@@ -23,9 +43,14 @@ class Selector(ABC):
 
     Representativeness selectors (KCenterGreedy, BADGE) set ``needs_embeddings = True``; the callback then also
     passes ``embeddings`` (N, d) of the pool and ``labeled_embeddings`` (L, d) of the labeled set.
+
+    Balanced selectors have a ``prior`` (:data:`PriorArg`); the callback passes ``prior_shift``, the labeled set's
+    class prior and its estimate of the pool's, and :meth:`balance_probs` turns ``P`` into the posteriors that
+    the balance term counts.
     """
 
     needs_embeddings: bool = False
+    prior: PriorArg = None
 
     @abstractmethod
     def select(
@@ -38,8 +63,23 @@ class Selector(ABC):
         seed: int = 0,
         embeddings: np.ndarray | None = None,
         labeled_embeddings: np.ndarray | None = None,
+        prior_shift: PriorShift | None = None,
     ) -> Selection:
         """Return a :class:`Selection` whose ``indices`` are row positions into ``scores``/``probs``."""
+
+    def shift_for(self, prior_shift: PriorShift | None) -> PriorShift | None:
+        """The label shift this selector corrects for: ``None`` for ``prior=None`` (the paper's Eq. 8) or when
+        nothing is known, the callback's estimate for ``"estimate"``, the given prior against the labeled set's."""
+        if self.prior is None or prior_shift is None:
+            return None
+        if isinstance(self.prior, str):  # "estimate"
+            return prior_shift
+        return PriorShift(np.asarray(self.prior), prior_shift.train_prior, method="given")
+
+    def balance_probs(self, probs: np.ndarray, prior_shift: PriorShift | None) -> np.ndarray:
+        """``P`` for the balance term: corrected for label shift as :meth:`shift_for` says, else unchanged."""
+        shift = self.shift_for(prior_shift)
+        return probs if shift is None else shift.correct(probs)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -55,12 +95,16 @@ class TopK(Selector):
     """
 
     def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
-               **_: np.ndarray | None) -> Selection:
+               **_: object) -> Selection:
         return top_b(-np.asarray(scores, dtype=np.float64), budget, probs, omega)
 
 
 class ClassBalanced(Selector):
     """The paper's class-balanced selection: Eq. 8 (Eq. 9 for other scores) solved with CP-SAT.
+
+    By default the balance term counts posteriors corrected for the pool's class prior (``prior="estimate"``):
+    a model trained on a balanced labeled set believes a long-tailed pool is balanced, so the paper's ``P^T z``
+    can be balanced while the true labels are not (docs/prior.md). ``prior=None`` is the paper's Eq. 8 exactly.
 
     Args:
         lam: weight of the balance term ``||Omega - P^T z||_1``; the official code used 0.6 (CIFAR-10) and 2
@@ -68,6 +112,8 @@ class ClassBalanced(Selector):
             score against one expected sample of imbalance: rescale it if your scores live on another scale.
         time_limit: seconds for the solver; on time-out the best feasible selection is returned and flagged.
         workers: CP-SAT search workers (results are deterministic for a fixed seed and worker count).
+        prior: ``"estimate"`` (default): correct ``P`` with the pool prior the callback estimates; a sequence: a
+            known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction).
 
     Example:
         >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]])
@@ -75,16 +121,19 @@ class ClassBalanced(Selector):
         array([0, 2])
     """
 
-    def __init__(self, lam: float = 1.0, time_limit: float = 30.0, workers: int = 2) -> None:
+    def __init__(
+        self, lam: float = 1.0, time_limit: float = 30.0, workers: int = 2, prior: PriorArg = "estimate"
+    ) -> None:
         self.lam = check_lam(lam)  # refused at construction, not after a cycle of training
         self.time_limit = time_limit
         self.workers = workers
+        self.prior = check_prior_arg(prior)
 
     def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
-               **_: np.ndarray | None) -> Selection:
+               prior_shift: PriorShift | None = None, **_: object) -> Selection:
         return balanced_select(
             -np.asarray(scores, dtype=np.float64),
-            probs,
+            self.balance_probs(probs, prior_shift),  # Eq. 8 with P corrected for label shift (prior=None: as is)
             budget,
             omega,
             self.lam,
@@ -104,5 +153,5 @@ class PseudoLabelQuota(Selector):
     """
 
     def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
-               **_: np.ndarray | None) -> Selection:
+               **_: object) -> Selection:
         return pseudo_label_quota(-np.asarray(scores, dtype=np.float64), probs, budget, omega)

@@ -31,8 +31,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ARCHIVE = REPO / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
-METHODS = ("Entropy", "Entropy-CB", "KCenterGreedy", "KCenterGreedy-CB")
-PAIRS = (("Entropy", "Entropy-CB"), ("KCenterGreedy", "KCenterGreedy-CB"))
+METHODS = ("Entropy", "Entropy-CB", "Entropy-CB-paper", "Entropy-CB-holdout", "KCenterGreedy", "KCenterGreedy-CB")
+PAIRS = (
+    ("Entropy", "Entropy-CB"), ("Entropy-CB-paper", "Entropy-CB"), ("Entropy-CB-paper", "Entropy-CB-holdout"),
+    ("KCenterGreedy", "KCenterGreedy-CB"),
+)
+HOLDOUT = 0.2  # calibration_fraction of "Entropy-CB-holdout": the first query's prior from held-out initial labels
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
@@ -76,6 +80,10 @@ def make_method(name: str, seed: int, args: argparse.Namespace) -> tuple[Any, An
     return {
         "Entropy": lambda: (Entropy(), TopK()),
         "Entropy-CB": lambda: (Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads)),
+        "Entropy-CB-holdout": lambda: (Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads)),
+        "Entropy-CB-paper": lambda: (  # the paper's Eq. 8 on the uncorrected P
+            Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads, prior=None)
+        ),
         "KCenterGreedy": lambda: (Entropy(), KCenterGreedy(lam=0.0, normalize=True)),
         "KCenterGreedy-CB": lambda: (Entropy(), KCenterGreedy(lam=args.lam_kcenter, normalize=True)),
     }[name]()
@@ -97,21 +105,22 @@ def run_one(method: str, seed: int, root: Path, args: argparse.Namespace) -> dic
     dm = ImageFolderDataModule(
         root=str(root), image_size=32, mean=CIFAR_STATS[0], std=CIFAR_STATS[1], initial_fraction=args.initial_fraction,
         imbalance_factor=args.imbalance_factor, seed=seed, batch_size=args.batch_size, eval_batch_size=1024,
-        num_workers=0,
+        num_workers=args.num_workers,
     )
     epochs = args.epochs
     model = ImageClassifier(
-        num_classes=10, backbone="small_cnn", in_channels=3, lr=args.lr,
-        milestones=(int(0.6 * epochs), int(0.8 * epochs)),
+        num_classes=10, backbone=args.backbone, in_channels=3, lr=args.lr,
+        milestones=(int(0.6 * epochs), int(0.8 * epochs)), channels_last=args.accelerator != "cpu",
     )
     scorer, selector = make_method(method, seed, args)
     log_dir = Path(args.log_dir) / f"{method}_seed{seed}"
     al = ActiveLearningCallback(
         budget=args.budget, cycles=args.cycles, scorer=scorer, selector=selector, epochs_per_cycle=epochs,
         seed=seed, output_dir=str(log_dir), progress=False,
+        calibration_fraction=HOLDOUT if method.endswith("-holdout") else 0.0,
     )
     trainer = Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[al],
+        max_epochs=epochs, accelerator=args.accelerator, devices=1, callbacks=[al], precision=args.precision,
         logger=CSVLogger(args.log_dir, name=f"{method}_seed{seed}", version=""), limit_val_batches=0,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10,
         deterministic=True,
@@ -293,6 +302,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--lam-entropy", type=float, default=0.6)
+    p.add_argument("--backbone", default="small_cnn", help="ImageClassifier backbone (the paper: resnet18_cifar)")
+    p.add_argument("--accelerator", default="cpu", help="cpu, or gpu for experiments/gpu/")
+    p.add_argument("--precision", default="32-true", help="Trainer precision (bf16-mixed on a GPU)")
+    p.add_argument("--num-workers", type=int, default=0, help="dataloader workers per run")
     p.add_argument("--lam-kcenter", type=float, default=1.0)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (subprocesses)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
