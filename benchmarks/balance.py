@@ -10,8 +10,9 @@ batch is scored by Eq. 10 on its true labels:
 Methods: Random, Entropy (top-b), PseudoLabelQuota (supplement H), CB as in the paper (``prior=None``), CB
 corrected (the library default: the :class:`~cbal_lightning.selection.prior.PriorTracker` estimate), and CB
 with the oracle prior (the pool's true class distribution: a ceiling, not a method). The labeled set grows
-along the corrected CB's picks (the default method), cycle-0 training holds out ``--calibration-fraction``
-of the initial set as the callback does, and the estimators are compared by their total-variation error.
+along the corrected CB's picks, cycle-0 training holds out ``--calibration-fraction`` of the initial set as the
+callback's opt-in ``calibration_fraction`` does (so query 1's "CB-corrected" is that path; the library default's
+query 1 is "CB-paper"), and the estimators are compared by their total-variation error.
 
     python benchmarks/balance.py [--seeds 5 6] [--queries 3] [--epochs 10] [--lams 1 3] [--out benchmarks/results/balance.json]
 

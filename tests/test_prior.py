@@ -177,6 +177,9 @@ def test_given_prior_and_bad_prior_arguments() -> None:
     selector = ClassBalanced(prior=[9, 1])
     assert selector.prior == (0.9, 0.1)
     np.testing.assert_allclose(selector.balance_probs(np.array([[0.5, 0.5]]), shift), [[0.9, 0.1]])
+    # outside the callback (no prior_shift) a known prior is taken against a uniform labeled prior
+    np.testing.assert_allclose(selector.balance_probs(np.array([[0.5, 0.5]]), None), [[0.9, 0.1]])
+    assert ClassBalanced().balance_probs(np.array([[0.5, 0.5]]), None).tolist() == [[0.5, 0.5]]  # nothing to estimate
     for bad in ("oracle", [1.0], [0.5, -0.5], [np.nan, 1.0]):
         with pytest.raises(ValueError, match="prior"):
             ClassBalanced(prior=bad)

@@ -52,7 +52,7 @@ PRIOR_FLOOR = 0.1
 can put a class at exactly zero, which would make it unselectable (measured on CIFAR-10-LT, docs/prior.md)."""
 
 _EPS = 1e-12
-_CHUNK = 65536  # rows per block when a pass over the pool must not copy all of P
+_CHUNK = 16384  # rows per block when a pass over the pool must not copy all of P
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:

@@ -69,12 +69,15 @@ class Selector(ABC):
 
     def shift_for(self, prior_shift: PriorShift | None) -> PriorShift | None:
         """The label shift this selector corrects for: ``None`` for ``prior=None`` (the paper's Eq. 8) or when
-        nothing is known, the callback's estimate for ``"estimate"``, the given prior against the labeled set's."""
-        if self.prior is None or prior_shift is None:
+        nothing is known, the callback's estimate for ``"estimate"``, a given prior against the labeled set's
+        (a uniform labeled prior when called without ``prior_shift``)."""
+        if self.prior is None or isinstance(self.prior, str) and prior_shift is None:
             return None
         if isinstance(self.prior, str):  # "estimate"
             return prior_shift
-        return PriorShift(np.asarray(self.prior), prior_shift.train_prior, method="given")
+        known = np.asarray(self.prior)
+        train = prior_shift.train_prior if prior_shift is not None else np.full(len(known), 1.0 / len(known))
+        return PriorShift(known, train, method="given")
 
     def balance_probs(self, probs: np.ndarray, prior_shift: PriorShift | None) -> np.ndarray:
         """``P`` for the balance term: corrected for label shift as :meth:`shift_for` says, else unchanged."""
@@ -100,7 +103,7 @@ class TopK(Selector):
 
 
 class ClassBalanced(Selector):
-    """The paper's class-balanced selection: Eq. 8 (Eq. 9 for other scores) solved with CP-SAT.
+    """The paper's class-balanced selection: Eq. 8 (Eq. 9 for other scores), solved by :func:`balanced_select`.
 
     By default the balance term counts posteriors corrected for the pool's class prior (``prior="estimate"``):
     a model trained on a balanced labeled set believes a long-tailed pool is balanced, so the paper's ``P^T z``
@@ -111,7 +114,7 @@ class ClassBalanced(Selector):
             (CIFAR-100) with entropy scores. The balance term counts samples, so ``lam`` trades one unit of
             score against one expected sample of imbalance: rescale it if your scores live on another scale.
         time_limit: seconds for the solver; on time-out the best feasible selection is returned and flagged.
-        workers: CP-SAT search workers (results are deterministic for a fixed seed and worker count).
+        workers: accepted for configs written for the former CP-SAT search; the engine is deterministic.
         prior: ``"estimate"`` (default): correct ``P`` with the pool prior the callback estimates; a sequence: a
             known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction).
 
