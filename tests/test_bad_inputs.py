@@ -23,7 +23,7 @@ ANYTHING = st.one_of(
 )
 
 CALLBACK_ARGS = ["budget", "cycles", "scorer", "selector", "epochs_per_cycle", "reset", "eval_batch_size", "seed",
-                 "output_dir", "progress"]
+                 "output_dir", "progress", "calibration_fraction"]
 DIGITS_ARGS = ["initial_fraction", "imbalance_factor", "imbalance_type", "tail_classes", "seed", "batch_size",
                "eval_batch_size", "num_workers", "test_fraction", "verify_images"]
 
@@ -49,10 +49,11 @@ def test_active_learning_callback(name: str, value) -> None:
 
 
 @SETTINGS
-@given(value=ANYTHING)
-def test_class_balanced(value) -> None:
-    if _works_or_names(lambda: ClassBalanced(lam=value), "lam"):
-        assert ClassBalanced(lam=value).lam >= 0
+@given(name=st.sampled_from(["lam", "time_limit", "workers", "prior"]), value=ANYTHING)
+def test_class_balanced(name: str, value) -> None:
+    if _works_or_names(lambda: ClassBalanced(**{name: value}), name):
+        selector = ClassBalanced(**{name: value})
+        assert selector.lam >= 0 and selector.time_limit > 0 and selector.workers >= 1
 
 
 @SETTINGS

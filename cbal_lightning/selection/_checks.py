@@ -74,12 +74,24 @@ def check_lam(lam: float) -> float:
     return float(lam)
 
 
-def check_solver(time_limit: float, workers: int, scale: float, max_candidates: int, rel_gap: float) -> None:
-    """Solver settings: positive time limit, scale and candidate count, at least one worker, gap >= 0."""
-    if not isinstance(time_limit, numbers.Real) or not time_limit > 0 or math.isnan(time_limit):
+def check_time_limit(time_limit: float) -> float:
+    """A positive number of seconds."""
+    if isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real) or not time_limit > 0 or math.isnan(time_limit):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    return float(time_limit)
+
+
+def check_workers(workers: int) -> int:
+    """An integer >= 1."""
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return int(workers)
+
+
+def check_solver(time_limit: float, workers: int, scale: float, max_candidates: int, rel_gap: float) -> None:
+    """Solver settings: positive time limit, scale and candidate count, at least one worker, gap >= 0."""
+    check_time_limit(time_limit)
+    check_workers(workers)
     if not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 1:
         raise ValueError(f"scale must be a finite number >= 1, got {scale!r}")
     if isinstance(max_candidates, bool) or not isinstance(max_candidates, numbers.Integral) or max_candidates < 1:

@@ -12,7 +12,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-from cbal_lightning.selection._checks import check_lam
+from cbal_lightning.selection._checks import check_lam, check_time_limit, check_workers
 from cbal_lightning.selection.baselines import pseudo_label_quota, top_b
 from cbal_lightning.selection.engine import balanced_select
 from cbal_lightning.selection.prior import PriorShift
@@ -32,7 +32,10 @@ def check_prior_arg(prior: PriorArg) -> PriorArg:
         return prior
     if isinstance(prior, str):
         raise ValueError(f"prior: expected 'estimate', None or a sequence of class weights, got {prior!r}")
-    values = np.asarray(prior, dtype=np.float64)
+    try:
+        values = np.asarray(prior, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"prior: expected 'estimate', None or a sequence of class weights, got {prior!r}") from err
     if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
         raise ValueError(f"prior: a known pool prior must be >= 2 non-negative finite class weights, got {prior!r}")
     return tuple(float(v) for v in values / values.sum())
@@ -128,8 +131,8 @@ class ClassBalanced(Selector):
         self, lam: float = 1.0, time_limit: float = 30.0, workers: int = 2, prior: PriorArg = "estimate"
     ) -> None:
         self.lam = check_lam(lam)  # refused at construction, not after a cycle of training
-        self.time_limit = time_limit
-        self.workers = workers
+        self.time_limit = check_time_limit(time_limit)
+        self.workers = check_workers(workers)
         self.prior = check_prior_arg(prior)
 
     def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
