@@ -293,9 +293,9 @@ class PriorShift:
 class PriorTracker:
     """The pool's class prior across the queries of a run, for the callback (state in :meth:`state_dict`).
 
-    * The first query has no pool labels: MLLS + BCTS (:func:`mlls_prior`) calibrated on a held-out part of
-      the initial labeled set, predicted by a model that did not train on it; every class kept at
-      :data:`PRIOR_FLOOR` ``/ C`` at least.
+    * The first query has no pool labels. Given held-out labeled predictions (the callback's opt-in
+      ``calibration_fraction``), MLLS + BCTS (:func:`mlls_prior`) on them, every class kept at
+      :data:`PRIOR_FLOOR` ``/ C`` at least; otherwise no estimate.
     * After every query, the revealed labels give the next estimate (:func:`revealed_prior`). A batch with
       fewer than :data:`MIN_LABELS_PER_CLASS` labels per class carries the previous estimate forward instead,
       less the revealed counts.

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-docs/results/gpu_cifar10_prior}
-export CUBLAS_WORKSPACE_CONFIG=:4096:8   # deterministic=True on CUDA needs it
+export CUBLAS_WORKSPACE_CONFIG=:4096:8   # deterministic cuBLAS (the script asks for deterministic="warn" on GPUs)
 python experiments/real_data/cifar10_cpu.py --out "$out" --methods Entropy Entropy-CB Entropy-CB-paper \
   --seeds 0 --cycles 2 --epochs 30 --initial-fraction 0.1 --budget 2500 --batch-size 128 --lr 0.1 \
   --lam-entropy 3 --backbone resnet18_cifar --accelerator gpu --precision bf16-mixed \
