@@ -40,12 +40,11 @@ from torch.utils.data import DataLoader
 from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_sampler
 from cbal_lightning.io import atomic_write, atomic_write_json
-from cbal_lightning.query import PoolScores, choose_batch, score_pool
+from cbal_lightning.query import PoolScores, choose_batch, estimate_shift, hold_out_for_calibration, score_pool
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
 from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorTracker, label_prior
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
-from cbal_lightning.splits import stratified_subset
 
 __all__ = ["ActiveLearningCallback"]
 
@@ -320,10 +319,7 @@ class ActiveLearningCallback(Callback):
         assert self.budget is not None
         start = time.perf_counter()
         preds, held = scores.pool, scores.heldout
-        shift = self.prior.shift(  # the pool's class prior: from the held-out labels at query 1, then revealed ones
-            label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes), preds.probs,
-            None if held is None else held.probs, None if held is None else dm.targets[held.indices],
-        )
+        shift = estimate_shift(self.prior, dm, preds, held)  # held-out labels at query 1 (opt-in), then revealed ones
         prior_seconds = time.perf_counter() - start
         used = self.selector.shift_for(shift)
         if self.selector.prior is not None and (used is None or used.pool_prior is None):
@@ -374,16 +370,11 @@ class ActiveLearningCallback(Callback):
         rank: seeded), for the first query's prior estimate; skipped when the selector does not use it."""
         if self.selector.prior is None or self.calibration_fraction == 0 or len(dm.pools.held_out_indices()):
             return
-        initial = dm.pools.labeled_indices(cycle=0)
-        held = stratified_subset(initial, dm.targets, self.calibration_fraction, self.seed)
-        if len(held) < MIN_LABELS_PER_CLASS * dm.num_classes:
+        if not hold_out_for_calibration(dm, self.calibration_fraction, self.seed):
             rank_zero_info(
-                f"[active learning] calibration_fraction={self.calibration_fraction} of the initial set is {len(held)} "
-                f"labels, fewer than {MIN_LABELS_PER_CLASS} per class: nothing held out; the first query balances the "
-                "uncorrected P."
+                f"[active learning] calibration_fraction={self.calibration_fraction} of the initial set holds fewer "
+                f"than {MIN_LABELS_PER_CLASS} per class: nothing held out; the first query balances the uncorrected P."
             )
-            return
-        dm.pools.hold_out(held)
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         record = self.history[self.cycle]

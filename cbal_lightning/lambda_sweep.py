@@ -292,8 +292,8 @@ def tune_lambda(
 
     from cbal_lightning.inference import predict_pool
     from cbal_lightning.scoring import Entropy, Scorer
-    from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorTracker, label_prior
-    from cbal_lightning.splits import stratified_subset
+    from cbal_lightning.query import estimate_shift, hold_out_for_calibration
+    from cbal_lightning.selection.prior import PriorTracker
 
     out = Path(out or "runs/tune_lambda")
     out.mkdir(parents=True, exist_ok=True)
@@ -306,9 +306,7 @@ def tune_lambda(
     b = int(round(budget_arg * len(dm.pools))) if isinstance(budget_arg, float) and budget_arg < 1 else int(budget_arg)
     selector = getattr(al, "selector", None)
     if getattr(selector, "prior", None) is not None:  # hold out calibration labels as the callback's cycle 0 does
-        held = stratified_subset(dm.pools.labeled_indices(cycle=0), dm.targets, al.calibration_fraction, al.seed)
-        if len(held) >= MIN_LABELS_PER_CLASS * dm.num_classes:
-            dm.pools.hold_out(held)
+        hold_out_for_calibration(dm, al.calibration_fraction, al.seed)
     trainer = Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
         limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
@@ -327,10 +325,7 @@ def tune_lambda(
     if selector is not None and getattr(selector, "prior", None) is not None:
         held = dm.pools.held_out_indices()
         held_preds = predict_pool(model, dm.eval_dataloader(held), Entropy(), cycle=1, device=model.device) if len(held) else None
-        shift = PriorTracker().shift(
-            label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes), probs,
-            None if held_preds is None else held_preds.probs, None if held_preds is None else dm.targets[held_preds.indices],
-        )
+        shift = estimate_shift(PriorTracker(), dm, preds, held_preds)
         probs = selector.balance_probs(probs, shift)  # the posteriors the first query balances
         prior = {"method": shift.method, "reason": shift.reason,
                  "estimated": None if shift.pool_prior is None else np.asarray(shift.pool_prior).tolist()}

@@ -18,9 +18,10 @@ from cbal_lightning.inference import PoolPredictions, predict_pool, shard_sample
 from cbal_lightning.pools import PoolState
 from cbal_lightning.scoring import Scorer
 from cbal_lightning.selection import Selection, Selector, class_targets
-from cbal_lightning.selection.prior import PriorShift
+from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior
+from cbal_lightning.splits import stratified_subset
 
-__all__ = ["PoolScores", "score_pool", "choose_batch"]
+__all__ = ["PoolScores", "score_pool", "choose_batch", "hold_out_for_calibration", "estimate_shift"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,23 @@ def choose_batch(
         extra["prior_shift"] = prior_shift
     selection = selector.select(pool.scores, pool.probs, budget, omega, seed=seed + cycle, **extra)
     return selection, omega
+
+
+def hold_out_for_calibration(dm: Any, fraction: float, seed: int) -> int:
+    """Keep ``fraction`` of every class of the initial set out of training (seeded: the same on every rank), for the
+    first query's pool-prior estimate. Returns how many were held out: 0 when that would be fewer than
+    ``MIN_LABELS_PER_CLASS`` per class (too few for an estimate, so not worth the accuracy they cost)."""
+    held = stratified_subset(dm.pools.labeled_indices(cycle=0), dm.targets, fraction, seed)
+    if len(held) < MIN_LABELS_PER_CLASS * dm.num_classes:
+        return 0
+    dm.pools.hold_out(held)
+    return len(held)
+
+
+def estimate_shift(tracker: PriorTracker, dm: Any, pool: PoolPredictions, heldout: PoolPredictions | None) -> PriorShift:
+    """The label shift of this query: the prior of the labels the model trained on, and ``tracker``'s estimate of
+    the pool's (from ``heldout`` predictions when there are any)."""
+    train_prior = label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes)
+    if heldout is None:
+        return tracker.shift(train_prior, pool.probs)
+    return tracker.shift(train_prior, pool.probs, heldout.probs, dm.targets[heldout.indices])

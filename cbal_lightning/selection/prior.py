@@ -239,8 +239,13 @@ def revealed_prior(probs: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> n
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     labels = _check_labels(labels, len(rows), probs.shape[1])
     calibration = fit_calibration(probs[rows], labels)
-    counts = calibration.mean(probs) * len(probs) - np.bincount(labels, minlength=probs.shape[1])
-    counts = np.maximum(counts, 0.5)
+    return _remaining_prior(calibration.mean(probs) * len(probs), labels)
+
+
+def _remaining_prior(expected_counts: np.ndarray, revealed: np.ndarray) -> np.ndarray:
+    """Class prior of a pool with ``expected_counts`` per class once the ``revealed`` labels leave it (each class
+    kept at half a sample at least)."""
+    counts = np.maximum(expected_counts - np.bincount(revealed, minlength=len(expected_counts)), 0.5)
     return counts / counts.sum()
 
 
@@ -364,9 +369,7 @@ class PriorTracker:
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):
                 pass  # carry the previous estimate forward below
         if self.pool_prior is not None:
-            counts = self.pool_prior * len(pool_probs) - np.bincount(labels, minlength=num_classes)
-            counts = np.maximum(counts, 0.5)
-            self.pool_prior = counts / counts.sum()
+            self.pool_prior = _remaining_prior(self.pool_prior * len(pool_probs), labels)
 
     def state_dict(self) -> dict[str, object]:
         return {"pool_prior": None if self.pool_prior is None else self.pool_prior.tolist(), "method": self.method}
