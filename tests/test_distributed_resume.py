@@ -68,6 +68,20 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError("the job never reached the kill point")
 
 
+def _kill_when(predicate, command: list[str], timeout: float = 240) -> None:
+    """Start ``command`` and SIGKILL it once ``predicate()`` holds (half a second later, so files land)."""
+    proc = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(predicate, proc, timeout=timeout)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _cycles_written(out: Path) -> list[int]:
     try:
         return [json.loads(line)["cycle"] for line in (out / LABELED_SETS).read_text().splitlines()]
@@ -81,18 +95,11 @@ def test_a_job_killed_in_cycle_two_resumes_without_losing_or_repeating_labels(tm
     reference = _run(tmp_path / "reference", *args)[0]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(out, *args, "--slow-cycle", "2"), env=_env(), stderr=subprocess.PIPE, text=True)
-    try:
-        # cycle 2's query is written, and its first epoch checkpointed: kill in the middle of cycle 2's training
-        # (epochs 0-1: cycle 0, 2-3: cycle 1, 4-5: cycle 2, 6-7: cycle 3)
-        _wait_for(lambda: 2 in _cycles_written(out) and any((out / "ckpt").glob("epoch=4-*.ckpt")), proc, timeout=240)
-        time.sleep(0.5)  # let last.ckpt follow; the job is now sleeping inside cycle 2's second epoch
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    # cycle 2's query is written, and its first epoch checkpointed: kill in the middle of cycle 2's training
+    # (epochs 0-1: cycle 0, 2-3: cycle 1, 4-5: cycle 2, 6-7: cycle 3); the half second lets last.ckpt follow, and
+    # the job is then sleeping inside cycle 2's second epoch
+    _kill_when(lambda: 2 in _cycles_written(out) and any((out / "ckpt").glob("epoch=4-*.ckpt")),
+               _command(out, *args, "--slow-cycle", "2"))
     assert not (out / "rank0.json").exists()
     before = [json.loads(line) for line in (out / LABELED_SETS).read_text().splitlines()]
     assert [line["cycle"] for line in before] == [0, 1, 2]
@@ -122,16 +129,7 @@ def test_mid_epoch_checkpoints_in_two_cycles_resume_to_the_same_labeled_set(tmp_
     # resume from cycle 0's mid-epoch checkpoint, then kill the job in the middle of cycle 1's epoch ...
     out = tmp_path / "killed"
     command = _command(out, *args, "--ckpt-path", str(step3), "--sleep-at-step", "10")
-    proc = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: (out / "steps" / "step=9.ckpt").is_file(), proc, timeout=240)
-        time.sleep(0.5)  # the checkpoint is renamed into place; the job now sleeps after step 10
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    _kill_when(lambda: (out / "steps" / "step=9.ckpt").is_file(), command)  # the job then sleeps after step 10
     assert _cycles_written(out) == [0, 1]
 
     # ... and resume from its cycle-1 mid-epoch checkpoint: the same batches, the same models, the same queries
