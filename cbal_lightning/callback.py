@@ -557,7 +557,7 @@ class ActiveLearningCallback(Callback):
 
     def _write_files(self, trainer: Trainer) -> None:
         """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it) and ``history.json``
-        (every cycle's record, for :mod:`cbal_lightning.reports`) atomically."""
+        (every cycle's record, for :mod:`cbal_lightning.tools.reports`) atomically."""
         if not trainer.is_global_zero or self.output_dir is None:
             return
         atomic_write_json(self.output_dir / HISTORY_FILE, self.history)

@@ -1,7 +1,7 @@
 """One query of Algorithm 1: score the unlabeled pool, then choose the batch with the class targets of Eq. 4.
 
 The :class:`~cbal_lightning.callback.ActiveLearningCallback` runs these inside ``fit`` (scoring on every rank,
-choosing on rank 0); :func:`cbal_lightning.labeling.propose_query` runs them for a person who labels by hand.
+choosing on rank 0); :func:`cbal_lightning.tools.labeling.propose_query` runs them for a person who labels by hand.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 
 ENTROPY = {"class_path": "cbal_lightning.scoring.Entropy"}
 BALD = {"class_path": "cbal_lightning.scoring.BALD", "init_args": {"mc_samples": 10}}
-VAAL = {"class_path": "cbal_lightning.vaal.VAAL"}
+VAAL = {"class_path": "cbal_lightning.scoring.vaal.VAAL"}
 TOPK = {"class_path": "cbal_lightning.selection.TopK"}
 
 

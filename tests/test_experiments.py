@@ -11,9 +11,9 @@ import yaml
 from fixtures import write_tiny_imagenet
 
 from cbal_lightning import ActiveLearningCallback, ImageClassifier
-from cbal_lightning.cli import ActiveLearningCLI
+from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
 from cbal_lightning.data import ActiveDataModule
-from cbal_lightning.sweep import plan, run_sweep
+from cbal_lightning.tools.sweep import plan, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
-from cbal_lightning.cli import main
+from cbal_lightning.tools.cli import main
 from cbal_lightning.inference import predict_pool
 from cbal_lightning.scoring import BALD, Entropy
 from cbal_lightning.selection import ClassBalanced

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from cbal_lightning.data import DigitsDataModule, ImageFolderDataModule
-from cbal_lightning.labeling import export_query, import_labels, propose_query, read_labels, replay_labels, set_labels
+from cbal_lightning.tools.labeling import export_query, import_labels, propose_query, read_labels, replay_labels, set_labels
 from cbal_lightning.models import ImageClassifier
 from cbal_lightning.selection import ClassBalanced
 from fixtures import write_image_folder

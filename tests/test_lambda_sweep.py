@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cbal_lightning.cli import main
-from cbal_lightning.lambda_sweep import (
+from cbal_lightning.tools.cli import main
+from cbal_lightning.tools.lambda_sweep import (
     widen_until_converged,
     choose_lambda,
     lambda_converged,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cbal_lightning import reports
-from cbal_lightning.cli import main
-from cbal_lightning.reports import gain_table, load_runs, make_report, method_pairs, save_history
+from cbal_lightning.tools import reports
+from cbal_lightning.tools.cli import main
+from cbal_lightning.tools.reports import gain_table, load_runs, make_report, method_pairs, save_history
 
 
 def _history(accs: list[float], counts: list[list[int]]) -> list[dict]:

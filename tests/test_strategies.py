@@ -13,7 +13,7 @@ from cbal_lightning.scoring import BALD, Entropy
 from cbal_lightning.selection import ClassBalanced, TopK
 from cbal_lightning.selection.badge import Badge
 from cbal_lightning.selection.kcenter import KCenterGreedy
-from cbal_lightning.vaal import VAAL
+from cbal_lightning.scoring.vaal import VAAL
 
 BUDGET = 40
 

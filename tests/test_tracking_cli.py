@@ -14,7 +14,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import WandbLogger
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
-from cbal_lightning.cli import main
+from cbal_lightning.tools.cli import main
 from cbal_lightning.scoring import Entropy
 from cbal_lightning.selection import ClassBalanced
 
@@ -59,7 +59,7 @@ def test_wandb_offline_run_holds_the_cycle_keys(tmp_path: Path) -> None:
 
 def test_demo_command_prints_the_table_and_writes_the_figures(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cbal_lightning.cli", "demo", "--out", str(tmp_path), "--cycles", "1", "--epochs", "2"],
+        [sys.executable, "-m", "cbal_lightning.tools.cli", "demo", "--out", str(tmp_path), "--cycles", "1", "--epochs", "2"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

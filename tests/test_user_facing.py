@@ -13,12 +13,12 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from rich.progress import Progress
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
-from cbal_lightning.cli import _parser
+from cbal_lightning.tools.cli import _parser
 from cbal_lightning.inference import progress_bar
-from cbal_lightning.plots import class_distribution_figure
+from cbal_lightning.tools.plots import class_distribution_figure
 from cbal_lightning.selection import TopK
 
-COMMAND = [sys.executable, "-c", "from cbal_lightning.cli import main; main()"]
+COMMAND = [sys.executable, "-c", "from cbal_lightning.tools.cli import main; main()"]
 
 
 def _child_cpu_seconds() -> float:

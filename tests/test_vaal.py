@@ -17,7 +17,7 @@ from torch import nn
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
 from cbal_lightning.callback import LABELED_SETS_FILE
 from cbal_lightning.selection import ClassBalanced, TopK
-from cbal_lightning.vaal import VAAL, VAE, Discriminator
+from cbal_lightning.scoring.vaal import VAAL, VAE, Discriminator
 
 SMALL = dict(base_channels=4, epochs=5, batch_size=32, progress=False)  # 21 iterations on the 130 initial digits
 
@@ -170,7 +170,7 @@ from al_run import FrozenLinear  # lr=0, no batch-norm: the same predictions how
 from lightning.pytorch import Trainer, seed_everything
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule
 from cbal_lightning.selection import ClassBalanced
-from cbal_lightning.vaal import VAAL
+from cbal_lightning.scoring.vaal import VAAL
 
 out, devices = Path(sys.argv[1]), int(sys.argv[2])
 seed_everything(0, verbose=False)

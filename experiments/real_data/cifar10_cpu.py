@@ -1,7 +1,7 @@
 """Real-data evidence at CPU scale: Entropy(-CB) and KCenterGreedy(-CB) on long-tailed CIFAR-10 (IF = 0.1).
 
 Uses the 60,000 real CIFAR-10 JPEGs of ``../shared/data/cifar10-jpeg.tar.gz`` (image-folder layout) through
-``ImageFolderDataModule`` and drives every method through ``ActiveLearningCallback``, as ``cbal_lightning/demo.py``
+``ImageFolderDataModule`` and drives every method through ``ActiveLearningCallback``, as ``cbal_lightning/tools/demo.py``
 does. Scaled for a 2-core CPU: a small initial set (``--initial-fraction 0.02`` = 100 per class), ``--budget`` 500
 per query, ``--cycles`` queries, SmallCNN trained ``--epochs`` per cycle from scratch.
 
@@ -246,7 +246,7 @@ def plot_mean_std(summary: dict[str, Any], path: Path) -> None:
 
 def aggregate(out: Path, args: argparse.Namespace, total_wall: float | None) -> None:
     from cbal_lightning.io import atomic_write_json
-    from cbal_lightning.plots import plot_accuracy, plot_class_distribution
+    from cbal_lightning.tools.plots import plot_accuracy, plot_class_distribution
 
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for method in METHODS:

@@ -131,7 +131,7 @@ def run_sweep(
             continue
         config = yaml.safe_dump(_run_config(run, group, wandb_project), sort_keys=False).encode()
         path = atomic_write(run.directory / "config.yaml", lambda f: f.write(config))
-        command = [sys.executable, "-m", "cbal_lightning.cli", "fit", "--config", str(path), *extra_args]
+        command = [sys.executable, "-m", "cbal_lightning.tools.cli", "fit", "--config", str(path), *extra_args]
         if run.action == "resume":
             command += ["--ckpt_path", str(run.checkpoint)]
         subprocess.run(command, check=True)

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cbal_lightning.io import atomic_write_json
-from cbal_lightning.plots import new_figure, save_figure
+from cbal_lightning.tools.plots import new_figure, save_figure
 from cbal_lightning.selection import balanced_select, class_targets, l1_score, pseudo_label_quota
 
 __all__ = [
@@ -223,12 +223,12 @@ def sweep_table(results: Sequence[dict[str, Any]], chosen: float | None = None) 
 def _instantiate(config: str | Path, epochs: int | None, seed: int) -> tuple[Any, Any, Any, int]:
     """Model, datamodule and ActiveLearningCallback of a LightningCLI config, and the epochs to train.
 
-    The config is parsed and instantiated by the same :class:`~cbal_lightning.cli.ActiveLearningCLI` as
+    The config is parsed and instantiated by the same :class:`~cbal_lightning.tools.lightning_cli.ActiveLearningCLI` as
     ``cbal-lightning fit`` (so ``num_classes``/``in_channels`` follow the datamodule), but no Trainer is built from
     it: its strategy, devices, loggers and checkpoint callbacks are meant for the full run, not for this one.
     """
     from cbal_lightning.callback import ActiveLearningCallback
-    from cbal_lightning.cli import ActiveLearningCLI
+    from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
     from cbal_lightning.data import ActiveDataModule
     from cbal_lightning.models import ImageClassifier
 

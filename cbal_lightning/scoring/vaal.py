@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cbal_lightning.scoring import Scorer, class_probabilities
+from cbal_lightning.scoring.scorers import Scorer, class_probabilities
 
 __all__ = ["VAE", "Discriminator", "VAAL"]
 

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cbal_lightning.io import atomic_write, atomic_write_json
-from cbal_lightning.plots import new_figure, save_figure
+from cbal_lightning.tools.plots import new_figure, save_figure
 from cbal_lightning.selection import l1_score
 
 __all__ = [

@@ -14,7 +14,7 @@ from cbal_lightning.callback import ActiveLearningCallback
 from cbal_lightning.data import DigitsDataModule
 from cbal_lightning.io import atomic_write_json
 from cbal_lightning.models import ImageClassifier
-from cbal_lightning.plots import plot_accuracy, plot_class_distribution
+from cbal_lightning.tools.plots import plot_accuracy, plot_class_distribution
 from cbal_lightning.scoring import Entropy, Random
 from cbal_lightning.selection import l1_score
 from cbal_lightning.selection.selectors import ClassBalanced, TopK

@@ -17,49 +17,27 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import sys
 from typing import Any, Sequence
 
-__all__ = ["main", "ActiveLearningCLI"]
+__all__ = ["main"]
 
 # Subcommands whose arguments live in their own module, imported only when that subcommand runs, so that
 # `cbal-lightning --help` starts in well under a second of CPU (torch and Lightning are not imported).
 _MODULE_COMMANDS = {
-    "sweep": ("cbal_lightning.sweep", "run experiment configs over seeds, resuming what is done (arguments after -- go to every fit)"),
-    "report": ("cbal_lightning.reports", "accuracy curves (mean +- std over seeds), class distributions and CB-gain tables from runs"),
-    "tune-lambda": ("cbal_lightning.lambda_sweep", "Sec. 4 / Fig. 4: solve one query for a range of lambda and pick lambda"),
+    "sweep": ("cbal_lightning.tools.sweep", "run experiment configs over seeds, resuming what is done (arguments after -- go to every fit)"),
+    "report": ("cbal_lightning.tools.reports", "accuracy curves (mean +- std over seeds), class distributions and CB-gain tables from runs"),
+    "tune-lambda": ("cbal_lightning.tools.lambda_sweep", "Sec. 4 / Fig. 4: solve one query for a range of lambda and pick lambda"),
 }
-
-
-@functools.cache
-def _cli_class() -> type:
-    from lightning.pytorch.cli import LightningCLI
-
-    class ActiveLearningCLI(LightningCLI):
-        """LightningCLI whose model follows the datamodule: output width ``num_classes``, input ``in_channels``."""
-
-        def add_arguments_to_parser(self, parser: Any) -> None:
-            parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-            parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
-
-    ActiveLearningCLI.__module__ = __name__
-    return ActiveLearningCLI
-
-
-def __getattr__(name: str) -> Any:
-    """``ActiveLearningCLI`` is built on first access (it subclasses LightningCLI, a heavy import)."""
-    if name == "ActiveLearningCLI":
-        return _cli_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _lightning_cli(argv: Sequence[str] | None) -> None:
     from cbal_lightning.data import ActiveDataModule
     from cbal_lightning.models import ImageClassifier
+    from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
 
-    _cli_class()(
+    ActiveLearningCLI(
         ImageClassifier,
         ActiveDataModule,
         subclass_mode_model=True,
@@ -139,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             module.run(args)
     elif args.command == "demo":
-        from cbal_lightning.demo import main as demo_main
+        from cbal_lightning.tools.demo import main as demo_main
 
         demo_main(args)
     elif args.command == "split":
