@@ -29,8 +29,8 @@ from cbal_lightning.oracle import HumanOracle
 from cbal_lightning.selection import ClassBalanced
 
 
-class Slow(Callback):
-    def on_train_epoch_end(self, trainer, pl_module):
+class Slow(Callback):  # after the callback's hook: sleeps once the labels are imported, before cycle 1 trains
+    def on_train_epoch_start(self, trainer, pl_module):
         time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
 
 
@@ -175,8 +175,9 @@ def test_a_process_killed_between_the_stop_and_the_resume_loses_nothing(fit_modu
     filled = _fill_csv(al.waiting_for_labels, truth)
     # the resumed fit imports the labels, then is killed while it trains cycle 1 (no checkpoint saved after the import)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(fit_module.__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    log = (tmp_path / "killed.log").open("w")
     job = subprocess.Popen([sys.executable, fit_module.__file__, root, str(run), str(ckpt), "30"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job.poll() is None:
@@ -184,7 +185,7 @@ def test_a_process_killed_between_the_stop_and_the_resume_loses_nothing(fit_modu
             if len(history) == 2:  # the cycle-1 batch is labeled in the killed process's memory and files
                 break
             time.sleep(0.2)
-        assert job.poll() is None, "the resumed fit ended before it could be killed"
+        assert job.poll() is None, f"the resumed fit ended before it could be killed:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
         job.send_signal(signal.SIGKILL)
     finally:
         job.kill()
