@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_sampler
 from cbal_lightning.io import atomic_write, atomic_write_json
+from cbal_lightning.runs import CHECKPOINTS_FOLDER, RUN_FILE, method_name, new_run_dir, run_dir_source
 from cbal_lightning.query import PoolScores, choose_batch, estimate_shift, hold_out_for_calibration, score_pool
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
@@ -68,7 +69,11 @@ class ActiveLearningCallback(Callback):
             from ``configure_optimizers`` in both cases, so schedules restart each cycle.
         eval_batch_size: batch size for pool scoring and test evaluation.
         seed: seeds the selector (and nothing global).
-        output_dir: where ``labeled_sets.jsonl`` and ``history.json`` are written; default ``trainer.log_dir``.
+        output_dir: the run folder (:attr:`run_dir`) for ``history.json``, ``labeled_sets.jsonl``, ``run.json`` and
+            the checkpoints of every ``ModelCheckpoint`` without a ``dirpath``; default: the first logger's folder as
+            ``ModelCheckpoint`` resolves it (``<save_dir>/<name>/<version>``), without a logger
+            ``<default_root_dir>/cbal_runs/version_<n>`` (:mod:`cbal_lightning.runs`). A resumed run without
+            ``output_dir`` continues in the folder its checkpoint was written for.
         progress: show progress while scoring the pool and evaluating on the test set, in the style of the
             trainer's progress bar (rank 0 only; nothing when the trainer has no progress bar).
         calibration_fraction: share of every class of the initial labeled set kept out of cycle 0's training, so
@@ -150,7 +155,8 @@ class ActiveLearningCallback(Callback):
         self.budget: int | None = None
         self.epochs_per_cycle: int | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
-        self.output_dir: Path | None = None
+        self.run_dir: Path | None = None  # resolved in setup; restored with the checkpoint unless output_dir is given
+        self._checkpoints: list[ModelCheckpoint] = []  # the ModelCheckpoints whose dirpath follows run_dir
         self.prior = PriorTracker()  # the pool's class prior, estimated query by query
 
     def __repr__(self) -> str:
@@ -182,10 +188,16 @@ class ActiveLearningCallback(Callback):
         if self.budget is None:
             arg = self.budget_arg
             self.budget = int(round(arg * len(dm.pools))) if isinstance(arg, float) else arg
-        self.output_dir = Path(self.output_dir_arg or trainer.log_dir or trainer.default_root_dir)
+        self.run_dir = trainer.strategy.broadcast(new_run_dir(trainer, self.output_dir_arg) if trainer.is_global_zero else None)
+        # Lightning sets up ModelCheckpoints after every other callback: a dirpath set here is the one they use
+        self._checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath is None]
+        self._point_checkpoints()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self._datamodule(trainer)
+        self.run_dir = trainer.strategy.broadcast(self.run_dir)  # rank 0's, should ranks see a restored one differently
+        self._point_checkpoints()
+        rank_zero_info(f"[active learning] run folder: {self.run_dir}")
         assert self.epochs_per_cycle is not None  # set in setup, or restored from the checkpoint
         trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
         self._check_model(pl_module, dm)
@@ -221,6 +233,7 @@ class ActiveLearningCallback(Callback):
             "initial_weights": self._initial_weights,
             "rng": _get_rng_states(),
             "prior": self.prior.state_dict(),
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -230,10 +243,32 @@ class ActiveLearningCallback(Callback):
         self.epochs_per_cycle = state_dict["epochs_per_cycle"]
         self._initial_weights = state_dict["initial_weights"]
         self.prior.load_state_dict(state_dict.get("prior", {}))
+        if state_dict.get("run_dir") is not None and self.output_dir_arg is None:
+            self._continue_in(Path(state_dict["run_dir"]))
         # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
         _set_rng_states(state_dict["rng"])
+
+    def _continue_in(self, saved: Path) -> None:
+        """A restored run keeps its run folder, and the ModelCheckpoints pointed at it follow. This happens during
+        the restore, before Lightning restores those ModelCheckpoints (it restores them last): their state is then
+        kept (best and last paths), which a dirpath changed later would discard."""
+        if saved == self.run_dir:
+            return
+        if not saved.is_dir():
+            rank_zero_warn(
+                f"ActiveLearningCallback: the checkpoint's run folder {saved} does not exist (moved or deleted); this "
+                f"run continues in {self.run_dir}. Pass output_dir=... to choose the folder."
+            )
+            return
+        self.run_dir = saved
+        self._point_checkpoints()
+
+    def _point_checkpoints(self) -> None:
+        assert self.run_dir is not None
+        for checkpoint in self._checkpoints:
+            checkpoint.dirpath = str(self.run_dir / CHECKPOINTS_FOLDER)
 
     def _warn_if_resumed_mid_epoch_inexactly(self, trainer: Trainer) -> None:
         """Say what will differ when a mid-epoch checkpoint resumes with a loader that cannot continue exactly.
@@ -556,12 +591,20 @@ class ActiveLearningCallback(Callback):
                 rank_zero_warn(f"ActiveLearningCallback: W&B failed to log the cycle {cycle} tables ({err!r}); continuing.")
 
     def _write_files(self, trainer: Trainer) -> None:
-        """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it) and ``history.json``
-        (every cycle's record, for :mod:`cbal_lightning.tools.reports`) atomically."""
-        if not trainer.is_global_zero or self.output_dir is None:
+        """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it), ``history.json``
+        (every cycle's record, for :mod:`cbal_lightning.tools.reports`) and ``run.json`` (what ran: method, seed,
+        datamodule) atomically in the run folder."""
+        if not trainer.is_global_zero or self.run_dir is None:
             return
-        atomic_write_json(self.output_dir / HISTORY_FILE, self.history)
-        pools = self._datamodule(trainer).pools
+        dm = self._datamodule(trainer)
+        atomic_write_json(self.run_dir / RUN_FILE, {
+            "method": method_name(self.scorer, self.selector), "scorer": repr(self.scorer),
+            "selector": repr(self.selector), "seed": self.seed, "datamodule": type(dm).__name__,
+            "budget": self.budget, "cycles": self.cycles,
+            "folder_named_by": run_dir_source(trainer, self.output_dir_arg),
+        }, indent=1)
+        atomic_write_json(self.run_dir / HISTORY_FILE, self.history)
+        pools = dm.pools
         lines = []
         for record in self.history:
             cycle = record["cycle"]
@@ -570,7 +613,7 @@ class ActiveLearningCallback(Callback):
             line["indices"] = pools.labeled_indices(cycle=cycle).tolist()
             lines.append(json.dumps(line))
         data = ("\n".join(lines) + "\n").encode()
-        atomic_write(self.output_dir / LABELED_SETS_FILE, lambda f: f.write(data))
+        atomic_write(self.run_dir / LABELED_SETS_FILE, lambda f: f.write(data))
 
 
 def _is_int(value: Any) -> bool:
