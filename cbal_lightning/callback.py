@@ -123,6 +123,8 @@ class ActiveLearningCallback(Callback):
             raise ValueError(f"seed: expected an int, got {seed!r}.")
         if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
             raise TypeError(f"output_dir: expected a folder path or None, got {output_dir!r}.")
+        if output_dir is not None and os.path.isfile(output_dir):
+            raise ValueError(f"output_dir: {output_dir} is a file; pass a folder (created if missing) or None.")
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress: expected True or False, got {progress!r}.")
         if scorer is not None and not isinstance(scorer, Scorer):
@@ -188,9 +190,12 @@ class ActiveLearningCallback(Callback):
         if self.budget is None:
             arg = self.budget_arg
             self.budget = int(round(arg * len(dm.pools))) if isinstance(arg, float) else arg
-        self.run_dir = trainer.strategy.broadcast(new_run_dir(trainer, self.output_dir_arg) if trainer.is_global_zero else None)
+        run_dir = new_run_dir(trainer, self.output_dir_arg) if trainer.is_global_zero else None  # rank 0 knows the W&B id
+        self.run_dir = trainer.strategy.broadcast(run_dir)
         # Lightning sets up ModelCheckpoints after every other callback: a dirpath set here is the one they use
-        self._checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath is None]
+        self._checkpoints = [
+            cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath is None
+        ]
         self._point_checkpoints()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -243,12 +248,12 @@ class ActiveLearningCallback(Callback):
         self.epochs_per_cycle = state_dict["epochs_per_cycle"]
         self._initial_weights = state_dict["initial_weights"]
         self.prior.load_state_dict(state_dict.get("prior", {}))
-        if state_dict.get("run_dir") is not None and self.output_dir_arg is None:
-            self._continue_in(Path(state_dict["run_dir"]))
         # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
         _set_rng_states(state_dict["rng"])
+        if state_dict.get("run_dir") is not None and self.output_dir_arg is None:
+            self._continue_in(Path(state_dict["run_dir"]))
 
     def _continue_in(self, saved: Path) -> None:
         """A restored run keeps its run folder, and the ModelCheckpoints pointed at it follow. This happens during
@@ -604,13 +609,12 @@ class ActiveLearningCallback(Callback):
             "folder_named_by": run_dir_source(trainer, self.output_dir_arg),
         }, indent=1)
         atomic_write_json(self.run_dir / HISTORY_FILE, self.history)
-        pools = dm.pools
         lines = []
         for record in self.history:
             cycle = record["cycle"]
             line = {"cycle": cycle, "num_labeled": record["num_labeled"]}
             line.update({k: record[k] for k in ("stats", "scores") if k in record})
-            line["indices"] = pools.labeled_indices(cycle=cycle).tolist()
+            line["indices"] = dm.pools.labeled_indices(cycle=cycle).tolist()
             lines.append(json.dumps(line))
         data = ("\n".join(lines) + "\n").encode()
         atomic_write(self.run_dir / LABELED_SETS_FILE, lambda f: f.write(data))

@@ -116,6 +116,12 @@ def test_resume_with_a_new_logger_version_continues_in_the_run_dir(tmp_path: Pat
     assert fresh.run_dir == tmp_path / "new"
 
 
+def test_output_dir_must_be_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="output_dir: .* is a file"):
+        ActiveLearningCallback(budget=20, cycles=1, output_dir=str(tmp_path / "file"))
+
+
 def _cli_config(tmp_path: Path) -> Path:
     config = yaml.safe_load((REPO / "experiments" / "digits" / "if0.1" / "entropy_cb.yaml").read_text())
     config["trainer"].update(max_epochs=1, enable_progress_bar=False, enable_model_summary=False, logger={

@@ -412,7 +412,8 @@ def _jsonable(obj: Any) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``report --runs DIR --out DIR``."""
-    parser.add_argument("--runs", required=True, help="runs folder (<method>/seed<k>/history.json, a logger folder such as lightning_logs, a W&B project folder) or a results.json")
+    parser.add_argument("--runs", required=True, help="runs folder (<method>/seed<k>/history.json, or a logger's folder: lightning_logs, "
+                        "a W&B project folder) or a results.json")
     parser.add_argument("--out", default=None, help="output folder (default: <runs>/report)")
     parser.add_argument("--classes", default=None, help="comma-separated class names for the distribution plots")
 
