@@ -46,7 +46,8 @@ class RunDirSaveConfigCallback(SaveConfigCallback):
             )
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(path), skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=self.overwrite,
+                             multifile=self.multifile)
             self.save_config(trainer, pl_module, "fit")
         self.already_saved = True
 
@@ -79,8 +80,10 @@ class ActiveLearningCLI(LightningCLI):
         if config.get("ckpt_path") != "last" or al is None:
             return
         folders = [folder / CHECKPOINTS_FOLDER for folder in run_folders(self.trainer, al.output_dir_arg)]
-        folders += [cb.dirpath for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        folders += [cb.dirpath for cb in self.trainer.checkpoint_callbacks
+                    if isinstance(cb, ModelCheckpoint) and cb.dirpath]
         found = find_last_checkpoint(folders)
         if found is not None:
-            rank_zero_info(f"[active learning] --ckpt_path last: resuming from {found}, the newest checkpoint of the run folders")
+            rank_zero_info(f"[active learning] --ckpt_path last: resuming from {found}, the newest checkpoint of "
+                           "the run folders")
             config["ckpt_path"] = str(found)
