@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -48,6 +48,7 @@ from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_
 from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.oracle import HumanOracle, Oracle, SimulatedOracle
 from cbal_lightning.pools import UNKNOWN
+from cbal_lightning.runs import CHECKPOINTS_FOLDER, RUN_FILE, method_name, new_run_dir, run_dir_source
 from cbal_lightning.query import PoolScores, choose_batch, estimate_shift, hold_out_for_calibration, score_pool
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
@@ -76,7 +77,11 @@ class ActiveLearningCallback(Callback):
             from ``configure_optimizers`` in both cases, so schedules restart each cycle.
         eval_batch_size: batch size for pool scoring and test evaluation.
         seed: seeds the selector (and nothing global).
-        output_dir: where ``labeled_sets.jsonl`` and ``history.json`` are written; default ``trainer.log_dir``.
+        output_dir: the run folder (:attr:`run_dir`) for ``history.json``, ``labeled_sets.jsonl``, ``run.json`` and
+            the checkpoints of every ``ModelCheckpoint`` without a ``dirpath``; default: the first logger's folder as
+            ``ModelCheckpoint`` resolves it (``<save_dir>/<name>/<version>``), without a logger
+            ``<default_root_dir>/cbal_runs/version_<n>`` (:mod:`cbal_lightning.runs`). A resumed run without
+            ``output_dir`` continues in the folder its checkpoint was written for.
         progress: show progress while scoring the pool and evaluating on the test set, in the style of the
             trainer's progress bar (rank 0 only; nothing when the trainer has no progress bar).
         calibration_fraction: share of every class of the initial labeled set kept out of cycle 0's training, so
@@ -130,6 +135,8 @@ class ActiveLearningCallback(Callback):
             raise ValueError(f"seed: expected an int, got {seed!r}.")
         if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
             raise TypeError(f"output_dir: expected a folder path or None, got {output_dir!r}.")
+        if output_dir is not None and os.path.isfile(output_dir):
+            raise ValueError(f"output_dir: {output_dir} is a file; pass a folder (created if missing) or None.")
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress: expected True or False, got {progress!r}.")
         if scorer is not None and not isinstance(scorer, Scorer):
@@ -168,7 +175,8 @@ class ActiveLearningCallback(Callback):
         self.budget: int | None = None
         self.epochs_per_cycle: int | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
-        self.output_dir: Path | None = None
+        self.run_dir: Path | None = None  # resolved in setup; restored with the checkpoint unless output_dir is given
+        self._checkpoints: list[ModelCheckpoint] = []  # the ModelCheckpoints whose dirpath follows run_dir
         self.prior = PriorTracker()  # the pool's class prior, estimated query by query
         self.pending: dict[str, Any] | None = None  # a chosen batch waiting for people's labels
 
@@ -201,10 +209,19 @@ class ActiveLearningCallback(Callback):
         if self.budget is None:
             arg = self.budget_arg
             self.budget = int(round(arg * len(dm.pools))) if isinstance(arg, float) else arg
-        self.output_dir = Path(self.output_dir_arg or trainer.log_dir or trainer.default_root_dir)
+        run_dir = new_run_dir(trainer, self.output_dir_arg) if trainer.is_global_zero else None  # rank 0 knows the W&B id
+        self.run_dir = trainer.strategy.broadcast(run_dir)
+        # Lightning sets up ModelCheckpoints after every other callback: a dirpath set here is the one they use
+        self._checkpoints = [
+            cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath is None
+        ]
+        self._point_checkpoints()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self._datamodule(trainer)
+        self.run_dir = trainer.strategy.broadcast(self.run_dir)  # rank 0's, should ranks see a restored one differently
+        self._point_checkpoints()
+        rank_zero_info(f"[active learning] run folder: {self.run_dir}")
         assert self.epochs_per_cycle is not None  # set in setup, or restored from the checkpoint
         trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
         self._check_model(pl_module, dm)
@@ -263,6 +280,7 @@ class ActiveLearningCallback(Callback):
             "rng": _get_rng_states(),
             "prior": self.prior.state_dict(),
             "pending": _pending_state(self.pending),
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -277,6 +295,28 @@ class ActiveLearningCallback(Callback):
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
         _set_rng_states(state_dict["rng"])
+        if state_dict.get("run_dir") is not None and self.output_dir_arg is None:
+            self._continue_in(Path(state_dict["run_dir"]))
+
+    def _continue_in(self, saved: Path) -> None:
+        """A restored run keeps its run folder, and the ModelCheckpoints pointed at it follow. This happens during
+        the restore, before Lightning restores those ModelCheckpoints (it restores them last): their state is then
+        kept (best and last paths), which a dirpath changed later would discard."""
+        if saved == self.run_dir:
+            return
+        if not saved.is_dir():
+            rank_zero_warn(
+                f"ActiveLearningCallback: the checkpoint's run folder {saved} does not exist (moved or deleted); this "
+                f"run continues in {self.run_dir}. Pass output_dir=... to choose the folder."
+            )
+            return
+        self.run_dir = saved
+        self._point_checkpoints()
+
+    def _point_checkpoints(self) -> None:
+        assert self.run_dir is not None
+        for checkpoint in self._checkpoints:
+            checkpoint.dirpath = str(self.run_dir / CHECKPOINTS_FOLDER)
 
     def _warn_if_resumed_mid_epoch_inexactly(self, trainer: Trainer) -> None:
         """Say what will differ when a mid-epoch checkpoint resumes with a loader that cannot continue exactly.
@@ -392,12 +432,12 @@ class ActiveLearningCallback(Callback):
 
     def _ask_people(self, trainer: Trainer, dm: Any, cycle: int, indices: np.ndarray) -> None:
         """Write the query files (rank 0), save a checkpoint that holds the chosen batch, stop the fit."""
-        assert self.pending is not None and self.output_dir is not None and isinstance(self.oracle, HumanOracle)
-        files = self.oracle.files(self.output_dir, cycle)
+        assert self.pending is not None and self.run_dir is not None and isinstance(self.oracle, HumanOracle)
+        files = self.oracle.files(self.run_dir, cycle)
         if trainer.is_global_zero:
-            self.oracle.ask(dm, self.output_dir, cycle, indices, np.asarray(self.pending["predicted"]))
+            self.oracle.ask(dm, self.run_dir, cycle, indices, np.asarray(self.pending["predicted"]))
         trainer.strategy.barrier("ActiveLearningCallback.ask_people")
-        checkpoint = self.output_dir / "checkpoints" / f"query_cycle_{cycle}.ckpt"
+        checkpoint = self.run_dir / CHECKPOINTS_FOLDER / f"query_cycle_{cycle}.ckpt"
         trainer.save_checkpoint(checkpoint)
         trainer.should_stop = True
         self.waiting_for_labels = files.csv
@@ -406,7 +446,7 @@ class ActiveLearningCallback(Callback):
             f"[active learning] cycle {cycle}: {unknown} samples need labels. Fill the 'label' column of {files.csv} "
             f"(class names or numbers 0..{dm.num_classes - 1}), or import {files.label_studio_tasks.name} into Label "
             f"Studio and save its JSON export as {files.label_studio_export}. Then run the same fit again with "
-            f"ckpt_path={str(checkpoint)!r} (cbal-lightning fit ... --ckpt_path {checkpoint})."
+            f"ckpt_path={str(checkpoint)!r} (cbal-lightning fit ... --ckpt_path last, or that path)."
         )
 
     def _read_answers(self, trainer: Trainer, dm: Any) -> np.ndarray | None:
@@ -415,7 +455,7 @@ class ActiveLearningCallback(Callback):
         Raises:
             ValueError: the answers are missing or wrong (all problems listed); nothing has changed.
         """
-        assert self.pending is not None and self.output_dir is not None
+        assert self.pending is not None and self.run_dir is not None
         cycle, indices = self.pending["cycle"], np.asarray(self.pending["indices"], dtype=np.int64)
         if not (dm.targets[indices] == UNKNOWN).any():
             return None
@@ -423,13 +463,13 @@ class ActiveLearningCallback(Callback):
         if trainer.is_global_zero:
             if not isinstance(self.oracle, HumanOracle):
                 result = (None, f"oracle: the checkpoint waits for people's labels of cycle {cycle}; pass oracle=HumanOracle().")
-            elif not self.oracle.ready(self.output_dir, cycle):
-                files = self.oracle.files(self.output_dir, cycle)
+            elif not self.oracle.ready(self.run_dir, cycle):
+                files = self.oracle.files(self.run_dir, cycle)
                 result = (None, f"the query of cycle {cycle} waits for labels: fill every 'label' of {files.csv}, or save "
                                 f"Label Studio's JSON export as {files.label_studio_export}, then run this fit again.")
             else:
                 try:
-                    result = (self.oracle.answers(dm, self.output_dir, cycle, indices), "")
+                    result = (self.oracle.answers(dm, self.run_dir, cycle, indices), "")
                 except ValueError as err:
                     result = (None, str(err))
         labels, problem = trainer.strategy.broadcast(result, src=0)
@@ -675,21 +715,28 @@ class ActiveLearningCallback(Callback):
                 rank_zero_warn(f"ActiveLearningCallback: W&B failed to log the cycle {cycle} tables ({err!r}); continuing.")
 
     def _write_files(self, trainer: Trainer) -> None:
-        """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it) and ``history.json``
-        (every cycle's record, for :mod:`cbal_lightning.tools.reports`) atomically."""
-        if not trainer.is_global_zero or self.output_dir is None:
+        """Rewrite ``labeled_sets.jsonl`` (one line per cycle with the indices labeled in it), ``history.json``
+        (every cycle's record, for :mod:`cbal_lightning.tools.reports`) and ``run.json`` (what ran: method, seed,
+        datamodule) atomically in the run folder."""
+        if not trainer.is_global_zero or self.run_dir is None:
             return
-        atomic_write_json(self.output_dir / HISTORY_FILE, self.history)
-        pools = self._datamodule(trainer).pools
+        dm = self._datamodule(trainer)
+        atomic_write_json(self.run_dir / RUN_FILE, {
+            "method": method_name(self.scorer, self.selector), "scorer": repr(self.scorer),
+            "selector": repr(self.selector), "seed": self.seed, "datamodule": type(dm).__name__,
+            "budget": self.budget, "cycles": self.cycles,
+            "folder_named_by": run_dir_source(trainer, self.output_dir_arg),
+        }, indent=1)
+        atomic_write_json(self.run_dir / HISTORY_FILE, self.history)
         lines = []
         for record in self.history:
             cycle = record["cycle"]
             line = {"cycle": cycle, "num_labeled": record["num_labeled"]}
             line.update({k: record[k] for k in ("stats", "scores") if k in record})
-            line["indices"] = pools.labeled_indices(cycle=cycle).tolist()
+            line["indices"] = dm.pools.labeled_indices(cycle=cycle).tolist()
             lines.append(json.dumps(line))
         data = ("\n".join(lines) + "\n").encode()
-        atomic_write(self.output_dir / LABELED_SETS_FILE, lambda f: f.write(data))
+        atomic_write(self.run_dir / LABELED_SETS_FILE, lambda f: f.write(data))
 
 
 def _is_int(value: Any) -> bool:

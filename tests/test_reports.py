@@ -136,3 +136,22 @@ def test_sweep_tree_with_config_names(tmp_path: Path) -> None:
     report = make_report(tmp_path / "out", tmp_path / "rep")
     assert report["pairs"] == [["entropy", "entropy_cb"]]
     assert report["gains"]["acc"]["entropy_cb"] == pytest.approx({"1": 5.0})
+
+
+def test_logger_named_run_folders_are_grouped_by_run_json(tmp_path: Path) -> None:
+    """``cbal-lightning fit`` without output_dir: ``lightning_logs/version_<n>`` (or a W&B run id) names no method."""
+    logs = tmp_path / "lightning_logs"
+    runs = [("Entropy", 0, COUNTS), ("Entropy-CB", 0, BALANCED), ("Entropy", 1, COUNTS), ("Entropy-CB", 1, BALANCED)]
+    for version, (method, seed, counts) in enumerate(runs):
+        save_history(_history([0.5, 0.6, 0.7], counts), logs / f"version_{version}" / "history.json")
+        (logs / f"version_{version}" / "run.json").write_text(json.dumps(
+            {"method": method, "seed": seed, "datamodule": "DigitsDataModule", "folder_named_by": "logger"}))
+    assert {m: len(h) for m, h in load_runs(logs).items()} == {"Entropy": 2, "Entropy-CB": 2}
+    assert make_report(logs, tmp_path / "out")["pairs"] == [["Entropy", "Entropy-CB"]]
+    # another datamodule keeps the runs apart; a folder the user named (output_dir) keeps its name
+    save_history(_history([0.5, 0.6], COUNTS[:2]), logs / "version_9" / "history.json")
+    (logs / "version_9" / "run.json").write_text(json.dumps({"method": "Entropy", "seed": 0, "datamodule": "CIFAR10DataModule"}))
+    save_history(_history([0.5, 0.6], COUNTS[:2]), logs / "mine" / "history.json")
+    (logs / "mine" / "run.json").write_text(json.dumps({"method": "Entropy", "folder_named_by": "output_dir"}))
+    assert {m: len(h) for m, h in load_runs(logs).items()} == {
+        "CIFAR10DataModule/Entropy": 1, "DigitsDataModule/Entropy": 2, "DigitsDataModule/Entropy-CB": 2, "mine": 1}

@@ -9,9 +9,15 @@ Layouts read by :func:`load_runs` (``root`` may be a folder or a ``.json`` file)
    two levels deeper (``<out>/<dataset>/if<IF>/<method>/seed<k>``): ``history.json`` files are found at any depth
    and the folder path all methods share is dropped from their names.
 2. ``<root>/<method>/history.json`` -- a single seed per method (e.g. the demo's per-method folders).
-3. ``results.json`` files as written by ``cbal-lightning demo`` (``{method: history}``): ``root`` itself, or
+3. Run folders named by a logger or by the callback, as ``cbal-lightning fit`` leaves them without ``output_dir``:
+   ``lightning_logs/version_<n>/history.json`` (CSV, TensorBoard), ``<project>/<run id>/history.json`` (W&B),
+   ``cbal_runs/version_<n>/history.json`` (no logger). Their folder names say nothing about the method, so the
+   ``run.json`` the callback writes beside ``history.json`` does: the method (``Entropy-CB``), the seed and the
+   datamodule. Runs are grouped by ``<datamodule>/<method>``, without the datamodule when all runs share it.
+   Folders the user named (the callback's ``output_dir``, as in layouts 1-2) keep their folder names.
+4. ``results.json`` files as written by ``cbal-lightning demo`` (``{method: history}``): ``root`` itself, or
    ``<root>/results.json``, or ``<root>/seed<k>/results.json`` (one demo run per seed). When any such file is
-   found the folders of layouts 1-2 are ignored (the demo writes both kinds for the same runs).
+   found the folders of layouts 1-3 are ignored (the demo writes both kinds for the same runs).
 
 ``labeled_sets.jsonl`` holds only the labeled indices of each cycle (no accuracies, no class counts): it cannot
 make a report on its own, and folders holding it without a ``history.json`` are skipped.
@@ -40,6 +46,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cbal_lightning.io import atomic_write, atomic_write_json
+from cbal_lightning.runs import RUN_FILE
 from cbal_lightning.tools.plots import new_figure, save_figure
 from cbal_lightning.selection import l1_score
 
@@ -110,6 +117,19 @@ def _method_key(run_dir: Path, root: Path) -> tuple[Path, str]:
     return method_dir, (key if key not in ("", ".") else method_dir.resolve().name)
 
 
+def _run_file_key(run_dir: Path) -> tuple[str, tuple[int, str]] | None:
+    """Method and seed keys from the ``run.json`` of a run folder a logger or the callback named (layout 3), else
+    ``None``: no ``run.json`` (older runs, :func:`save_history`), or a folder the user named (``output_dir``)."""
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or "method" not in info or info.get("folder_named_by") == "output_dir":
+        return None
+    key = f"{info['datamodule']}/{info['method']}" if info.get("datamodule") else str(info["method"])
+    return key, (int(info.get("seed", 0)), run_dir.name)
+
+
 def _strip_common_prefix(runs: Runs) -> Runs:
     """``digits/if0.1/entropy`` -> ``entropy`` when every method lies in the same ``digits/if0.1`` folder."""
     parts = [name.split("/") for name in runs]
@@ -148,14 +168,19 @@ def load_runs(root: str | Path) -> Runs:
     for path in root.rglob(HISTORY_FILE):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # hidden folders (editor or notebook copies)
-        method_dir, key = _method_key(path.parent, root)
-        found.append((method_dir.as_posix(), _seed_key(path.parent), key, path))
+        named = _run_file_key(path.parent)
+        if named is not None:
+            found.append((named[0], named[1], named[0], path))
+        else:
+            method_dir, key = _method_key(path.parent, root)
+            found.append((method_dir.as_posix(), _seed_key(path.parent), key, path))
     for _, _, key, path in sorted(found):
         runs.setdefault(key, []).append(load_history(path))
     if not runs:
         raise FileNotFoundError(
             f"runs: nothing found under {root}; expected <root>/<method>/seed<k>/{HISTORY_FILE}, "
-            f"<root>/<method>/{HISTORY_FILE} or a {RESULTS_FILE} written by `cbal-lightning demo`"
+            f"<root>/<method>/{HISTORY_FILE}, a logger's run folders (<root>/version_<n>/{HISTORY_FILE} with "
+            f"{RUN_FILE}) or a {RESULTS_FILE} written by `cbal-lightning demo`"
         )
     return _strip_common_prefix(runs)
 
@@ -387,7 +412,8 @@ def _jsonable(obj: Any) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``report --runs DIR --out DIR``."""
-    parser.add_argument("--runs", required=True, help="runs folder (<method>/seed<k>/history.json) or a results.json")
+    parser.add_argument("--runs", required=True, help="runs folder (<method>/seed<k>/history.json, or a logger's folder: lightning_logs, "
+                        "a W&B project folder) or a results.json")
     parser.add_argument("--out", default=None, help="output folder (default: <runs>/report)")
     parser.add_argument("--classes", default=None, help="comma-separated class names for the distribution plots")
 
