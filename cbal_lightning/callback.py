@@ -12,6 +12,12 @@ Cycle ``k`` trains for ``epochs_per_cycle`` epochs on the labeled pool as it sta
 Doing the query at the start of the next cycle (rather than at the end of the last epoch) means any
 checkpoint, wherever a ``ModelCheckpoint`` saved it, holds a consistent pair of (model, pools): resuming from
 the checkpoint of a cycle's last epoch runs the query that the crash interrupted, exactly once.
+
+When people label (a pool with unknown labels, :class:`~cbal_lightning.oracle.HumanOracle`), steps 1-3 run at the
+end of the cycle's last epoch instead: the batch is chosen, its samples without a known label are written to
+``<run dir>/queries/cycle_<k>.csv`` (and a Label Studio import), a checkpoint ``checkpoints/query_cycle_<k>.ckpt``
+holds the model, the pools and the chosen batch, and the fit stops. Fitting again from that checkpoint reads the
+answers (validated before any training), labels the batch in cycle ``k`` and goes on.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from torch.utils.data import DataLoader
 from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.inference import IndexedDataset, evaluate_classifier, shard_sampler
 from cbal_lightning.io import atomic_write, atomic_write_json
+from cbal_lightning.oracle import HumanOracle, Oracle, SimulatedOracle
+from cbal_lightning.pools import UNKNOWN
 from cbal_lightning.query import PoolScores, choose_batch, estimate_shift, hold_out_for_calibration, score_pool
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
@@ -77,6 +85,9 @@ class ActiveLearningCallback(Callback):
             proved unreliable and the hold-out cost cycle-0 accuracy (docs/prior.md); later queries estimate the
             prior from the labels the previous query revealed either way. Used only when the selector corrects
             for the prior (its ``prior`` is not ``None``) and the share gives at least 5 labels per class.
+        oracle: who labels the queried samples: :class:`~cbal_lightning.oracle.SimulatedOracle` reveals the
+            dataset's labels, :class:`~cbal_lightning.oracle.HumanOracle` asks people through files and stops the
+            fit until they answer. Default: simulated when every pool sample has a label, else ``HumanOracle()``.
 
     The datamodule must be an :class:`~cbal_lightning.data.ActiveDataModule` (or provide ``pools``,
     ``num_classes``, ``targets``, ``eval_dataset``, ``eval_dataloader``, ``test_dataset`` and ``label``).
@@ -102,6 +113,7 @@ class ActiveLearningCallback(Callback):
         output_dir: str | None = None,
         progress: bool = True,
         calibration_fraction: float = 0.0,
+        oracle: Oracle | None = None,
     ) -> None:
         if isinstance(budget, (bool, np.bool_)) or not (
             isinstance(budget, numbers.Integral) and budget > 0 or isinstance(budget, numbers.Real)
@@ -124,6 +136,8 @@ class ActiveLearningCallback(Callback):
             raise TypeError(f"scorer: expected a cbal_lightning.scoring.Scorer such as Entropy(), got {scorer!r}.")
         if selector is not None and not isinstance(selector, Selector):
             raise TypeError(f"selector: expected a cbal_lightning.selection.Selector such as ClassBalanced(), got {selector!r}.")
+        if oracle is not None and not isinstance(oracle, Oracle):
+            raise TypeError(f"oracle: expected a cbal_lightning.oracle.Oracle such as HumanOracle(), got {oracle!r}.")
         budget = int(budget) if isinstance(budget, numbers.Integral) else float(budget)
         cycles, epochs_per_cycle = int(cycles), None if epochs_per_cycle is None else int(epochs_per_cycle)
         if reset not in ("scratch", "warm"):
@@ -143,6 +157,10 @@ class ActiveLearningCallback(Callback):
         self.output_dir_arg = output_dir
         self.progress = progress
         self.calibration_fraction = float(calibration_fraction)
+        self.oracle_arg = oracle
+        self.oracle: Oracle = oracle if oracle is not None else SimulatedOracle()  # resolved at fit start
+        self.waiting_for_labels: Path | None = None  # the CSV people fill in, while a fit is stopped for them
+        self._answers: np.ndarray | None = None  # the labels of the pending batch, read at fit start
 
         # State saved with every checkpoint.
         self.cycle = 0  # the cycle whose training is running: labels of queries 1..cycle are in the pools
@@ -152,6 +170,7 @@ class ActiveLearningCallback(Callback):
         self._initial_weights: dict[str, torch.Tensor] | None = None
         self.output_dir: Path | None = None
         self.prior = PriorTracker()  # the pool's class prior, estimated query by query
+        self.pending: dict[str, Any] | None = None  # a chosen batch waiting for people's labels
 
     def __repr__(self) -> str:
         return (
@@ -190,8 +209,12 @@ class ActiveLearningCallback(Callback):
         trainer.fit_loop.max_epochs = self.epochs_per_cycle * (self.cycles + 1)
         self._check_model(pl_module, dm)
         self._check_budget(dm)
+        self._resolve_oracle(dm)
         if self.history:  # restored from a checkpoint
             self._check_pools_against_history(dm, trainer.ckpt_path)
+        self.waiting_for_labels, self._answers = None, None
+        if self.pending is not None:
+            self._answers = self._read_answers(trainer, dm)
         if self._initial_weights is None:
             self._initial_weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         if not self.history:
@@ -209,6 +232,24 @@ class ActiveLearningCallback(Callback):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._advance_cycle_if_due(trainer, pl_module)
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """At the end of a cycle's last epoch, when people label the pool: choose the next batch and, if some of its
+        labels are unknown, ask for them and stop the fit (the next fit from the saved checkpoint goes on)."""
+        assert self.epochs_per_cycle is not None
+        last_epoch = trainer.current_epoch + 1 == (self.cycle + 1) * self.epochs_per_cycle
+        if not (self.oracle.asks_people and last_epoch and self.pending is None and self.cycle < self.cycles):
+            return
+        dm = self._datamodule(trainer)
+        if not dm.pools.has_unknown:
+            return
+        self._evaluate(trainer, pl_module)
+        cycle = self.cycle + 1
+        self.pending = self._choose(trainer, pl_module, cycle)
+        indices = np.asarray(self.pending["indices"], dtype=np.int64)
+        if not (dm.targets[indices] == UNKNOWN).any():
+            return  # every label known: revealed when the next cycle starts
+        self._ask_people(trainer, dm, cycle, indices)
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)  # the last cycle's model
 
@@ -221,6 +262,7 @@ class ActiveLearningCallback(Callback):
             "initial_weights": self._initial_weights,
             "rng": _get_rng_states(),
             "prior": self.prior.state_dict(),
+            "pending": _pending_state(self.pending),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -230,6 +272,7 @@ class ActiveLearningCallback(Callback):
         self.epochs_per_cycle = state_dict["epochs_per_cycle"]
         self._initial_weights = state_dict["initial_weights"]
         self.prior.load_state_dict(state_dict.get("prior", {}))
+        self.pending = _pending_from_state(state_dict.get("pending"))
         # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
         # later hook runs.
@@ -282,7 +325,16 @@ class ActiveLearningCallback(Callback):
         _reload_train_dataloader(trainer)
 
     def _query(self, trainer: Trainer, pl_module: LightningModule, cycle: int) -> None:
-        """Score the pool, select on rank 0, broadcast, label on every rank (Algorithm 1, one iteration)."""
+        """Choose a batch (or take the one waiting for people), label it on every rank (Algorithm 1, one iteration)."""
+        dm = self._datamodule(trainer)
+        if self.pending is not None and self.pending["cycle"] == cycle:
+            record, labels, self.pending, self._answers = self.pending, self._answers, None, None
+        else:
+            record, labels = self._choose(trainer, pl_module, cycle), None
+        self._reveal(trainer, dm, record, labels)
+
+    def _choose(self, trainer: Trainer, pl_module: LightningModule, cycle: int) -> dict[str, Any]:
+        """Score the pool on every rank, select on rank 0 and broadcast: the query's record, before labeling."""
         dm = self._datamodule(trainer)
         assert self.budget is not None
         self.scorer.prepare(trainer, pl_module, dm, cycle)
@@ -293,8 +345,20 @@ class ActiveLearningCallback(Callback):
         record = self._select(dm, scores, cycle) if trainer.is_global_zero else None
         record = trainer.strategy.broadcast(record, src=0)
         self.prior.load_state_dict(record.pop("tracker"))  # every rank carries rank 0's estimate
-        dm.label(np.asarray(record["indices"], dtype=np.int64), cycle)
+        return record
+
+    def _reveal(self, trainer: Trainer, dm: Any, record: dict[str, Any], labels: np.ndarray | None) -> None:
+        """Label the record's batch (known labels, or ``labels`` people gave), then describe it on the true labels."""
+        cycle = record["cycle"]
+        indices = np.asarray(record["indices"], dtype=np.int64)
+        dm.label(indices, cycle, labels)
         dm.pools.release_held_out()  # the calibration samples train from now on
+        true = dm.targets[indices]
+        start = time.perf_counter()
+        self.prior.observe(np.asarray(record.pop("pool_probs")), np.asarray(record.pop("rows")), true)  # next estimate
+        record["stats"]["prior_seconds"] += time.perf_counter() - start
+        record["true"] = true.tolist()
+        record["stats"]["l1_score"] = l1_score(np.bincount(true, minlength=dm.num_classes))  # Eq. 10, revealed labels
         revealed = dm.pools.labeled_indices()[dm.pools.cycle_of(dm.pools.labeled_indices()) > 0]
         record["prior"]["revealed"] = label_prior(dm.targets[revealed], dm.num_classes).tolist()
         record["num_labeled"] = dm.pools.num_labeled
@@ -314,6 +378,65 @@ class ActiveLearningCallback(Callback):
             f"{record['num_labeled']} labeled in all"
         )
 
+    # ------------------------------------------------------------------ people in the loop
+
+    def _resolve_oracle(self, dm: Any) -> None:
+        unknown = len(dm.pools.unknown_indices())
+        if self.oracle_arg is None:
+            self.oracle = HumanOracle() if unknown else SimulatedOracle()
+        elif unknown and not self.oracle.asks_people:
+            raise ValueError(
+                f"oracle: {self.oracle!r} reveals labels the dataset has, but {unknown} pool samples have none; pass "
+                "oracle=HumanOracle() (people label the queries through files) or leave oracle unset."
+            )
+
+    def _ask_people(self, trainer: Trainer, dm: Any, cycle: int, indices: np.ndarray) -> None:
+        """Write the query files (rank 0), save a checkpoint that holds the chosen batch, stop the fit."""
+        assert self.pending is not None and self.output_dir is not None and isinstance(self.oracle, HumanOracle)
+        files = self.oracle.files(self.output_dir, cycle)
+        if trainer.is_global_zero:
+            self.oracle.ask(dm, self.output_dir, cycle, indices, np.asarray(self.pending["predicted"]))
+        trainer.strategy.barrier("ActiveLearningCallback.ask_people")
+        checkpoint = self.output_dir / "checkpoints" / f"query_cycle_{cycle}.ckpt"
+        trainer.save_checkpoint(checkpoint)
+        trainer.should_stop = True
+        self.waiting_for_labels = files.csv
+        unknown = int((dm.targets[indices] == UNKNOWN).sum())
+        rank_zero_info(
+            f"[active learning] cycle {cycle}: {unknown} samples need labels. Fill the 'label' column of {files.csv} "
+            f"(class names or numbers 0..{dm.num_classes - 1}), or import {files.label_studio_tasks.name} into Label "
+            f"Studio and save its JSON export as {files.label_studio_export}. Then run the same fit again with "
+            f"ckpt_path={str(checkpoint)!r} (cbal-lightning fit ... --ckpt_path {checkpoint})."
+        )
+
+    def _read_answers(self, trainer: Trainer, dm: Any) -> np.ndarray | None:
+        """The labels of the pending batch (rank 0 reads and validates, every rank gets them); None: all known.
+
+        Raises:
+            ValueError: the answers are missing or wrong (all problems listed); nothing has changed.
+        """
+        assert self.pending is not None and self.output_dir is not None
+        cycle, indices = self.pending["cycle"], np.asarray(self.pending["indices"], dtype=np.int64)
+        if not (dm.targets[indices] == UNKNOWN).any():
+            return None
+        result: tuple[np.ndarray | None, str] = (None, "")
+        if trainer.is_global_zero:
+            if not isinstance(self.oracle, HumanOracle):
+                result = (None, f"oracle: the checkpoint waits for people's labels of cycle {cycle}; pass oracle=HumanOracle().")
+            elif not self.oracle.ready(self.output_dir, cycle):
+                files = self.oracle.files(self.output_dir, cycle)
+                result = (None, f"the query of cycle {cycle} waits for labels: fill every 'label' of {files.csv}, or save "
+                                f"Label Studio's JSON export as {files.label_studio_export}, then run this fit again.")
+            else:
+                try:
+                    result = (self.oracle.answers(dm, self.output_dir, cycle, indices), "")
+                except ValueError as err:
+                    result = (None, str(err))
+        labels, problem = trainer.strategy.broadcast(result, src=0)
+        if problem:
+            raise ValueError(problem)
+        return labels
+
     def _select(self, dm: Any, scores: PoolScores, cycle: int) -> dict[str, Any]:
         """Choose the batch and describe it: the history record of this query (rank 0)."""
         assert self.budget is not None
@@ -329,15 +452,10 @@ class ActiveLearningCallback(Callback):
         )
         seconds = time.perf_counter() - start - prior_seconds
         chosen = preds.indices[selection.indices]
-        true = dm.targets[chosen]
         picked = preds.probs[selection.indices]
         predicted = picked.argmax(1)
-        observe_start = time.perf_counter()
-        self.prior.observe(preds.probs, selection.indices, true)  # the revealed labels: next query's estimate
-        prior_seconds += time.perf_counter() - observe_start
         stats = dict(selection.summary())
         stats.update(
-            l1_score=l1_score(np.bincount(true, minlength=dm.num_classes)),  # Eq. 10 on the revealed labels
             expected_l1_score=l1_score(picked.sum(0)),  # Eq. 10 on the model's P^T z
             corrected_expected_l1_score=l1_score(self.selector.balance_probs(picked, shift).sum(0)),  # what was balanced
             prior_corrected=float(used is not None and used.pool_prior is not None),
@@ -352,7 +470,6 @@ class ActiveLearningCallback(Callback):
             "cycle": cycle,
             "indices": chosen.tolist(),
             "predicted": predicted.tolist(),
-            "true": true.tolist(),
             "scores": preds.scores[selection.indices].tolist(),
             "omega": omega.tolist(),
             "stats": stats,
@@ -363,6 +480,8 @@ class ActiveLearningCallback(Callback):
                 "used": None if estimate is None else np.asarray(estimate).tolist(),
             },
             "tracker": self.prior.state_dict(),
+            "pool_probs": preds.probs,  # with "rows", for the prior estimate once the labels are revealed
+            "rows": selection.indices,
         }
 
     def _hold_out_for_calibration(self, dm: Any) -> None:
@@ -674,3 +793,22 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 def _as_tuple(value: Any) -> Any:
     """``random.setstate`` wants nested tuples; checkpoints may hand back lists."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _pending_state(pending: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pending record for a checkpoint: its arrays as tensors, so ``torch.load(weights_only=True)`` reads it."""
+    if pending is None:
+        return None
+    state = copy.deepcopy({k: v for k, v in pending.items() if k not in ("pool_probs", "rows")})
+    state["pool_probs"] = torch.from_numpy(np.ascontiguousarray(pending["pool_probs"], dtype=np.float32))
+    state["rows"] = torch.from_numpy(np.asarray(pending["rows"], dtype=np.int64))
+    return state
+
+
+def _pending_from_state(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    pending = copy.deepcopy({k: v for k, v in state.items() if k not in ("pool_probs", "rows")})
+    pending["pool_probs"] = state["pool_probs"].numpy() if isinstance(state["pool_probs"], torch.Tensor) else np.asarray(state["pool_probs"])
+    pending["rows"] = state["rows"].numpy() if isinstance(state["rows"], torch.Tensor) else np.asarray(state["rows"])
+    return pending

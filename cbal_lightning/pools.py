@@ -1,5 +1,8 @@
 """Which train samples are labeled, in which active-learning cycle, and which may still be queried.
 
+A label is known or unknown (``UNKNOWN``, -1): a simulated oracle reveals known labels; samples nobody has
+labeled yet get theirs from a person (``label(indices, cycle, labels=...)``).
+
 Example:
     >>> pools = PoolState([0, 1, 0, 1, 2, 2], candidates=[0, 1, 2, 3, 4])
     >>> pools.label([0, 1], cycle=0)
@@ -8,6 +11,11 @@ Example:
     ([0, 1, 4], [2, 3], [1, 1, 1])
     >>> pools.cycle_of([4, 5]).tolist()
     [1, -1]
+    >>> real = PoolState([0, 1, -1, -1], num_classes=2)     # two images nobody has labeled
+    >>> real.label([0, 1], cycle=0); real.unknown_indices().tolist()
+    [2, 3]
+    >>> real.label([3], cycle=1, labels=[1]); real.labeled_counts().tolist()
+    [1, 2]
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from cbal_lightning.io import atomic_write
 if TYPE_CHECKING:
     from cbal_lightning.splits import LongTailSplit
 
-__all__ = ["PoolState"]
+__all__ = ["PoolState", "UNKNOWN"]
+
+UNKNOWN = -1  # the label of a sample nobody has labeled yet
 
 _FORMAT_VERSION = 1
 _SHOWN = 5  # offending indices quoted in an error message
@@ -52,10 +62,11 @@ class PoolState:
     """For every index of the train set: is it in the active-learning universe, is it labeled, in which cycle.
 
     Args:
-        targets: true train labels; the simulated oracle reveals them on labeling.
+        targets: train labels, ``UNKNOWN`` (-1) where nobody knows them yet; the simulated oracle reveals the known
+            ones on labeling, a person gives the others (:meth:`label` with ``labels``).
         candidates: indices of the active-learning universe (initial set + long-tailed pool); the others (cut by the
             imbalance) are never served. ``None``: all indices.
-        num_classes: default ``max(targets) + 1``.
+        num_classes: default ``max(targets) + 1``; required when no label is known.
     """
 
     def __init__(
@@ -67,8 +78,10 @@ class PoolState:
         targets = _as_index_array(targets, "targets")
         if targets.size == 0:
             raise ValueError("targets must be non-empty")
-        if targets.min() < 0:
-            raise ValueError(f"targets must be non-negative class indices, found {int(targets.min())}")
+        if targets.min() < UNKNOWN:
+            raise ValueError(f"targets must be class indices, or {UNKNOWN} for unknown, found {int(targets.min())}")
+        if num_classes is None and targets.max() == UNKNOWN:
+            raise ValueError("num_classes: no label is known, so it cannot be inferred from targets; pass it")
         inferred = int(targets.max()) + 1
         if num_classes is not None and inferred > num_classes:
             raise ValueError(f"targets contain class {inferred - 1} but num_classes={num_classes}")
@@ -112,8 +125,17 @@ class PoolState:
 
     @property
     def targets(self) -> np.ndarray:
-        """True train labels, ``(N,)`` int64, read-only."""
+        """Train labels, ``(N,)`` int64, read-only; ``UNKNOWN`` (-1) where no label is known yet."""
         return self._targets
+
+    @property
+    def has_unknown(self) -> bool:
+        """Whether some unlabeled candidate has no known label (a person must label it when it is queried)."""
+        return bool(len(self.unknown_indices()))
+
+    def unknown_indices(self) -> np.ndarray:
+        """Sorted int64 indices of the unlabeled candidates whose label nobody knows yet."""
+        return np.flatnonzero(self._candidate & (self._cycle < 0) & (self._targets == UNKNOWN)).astype(np.int64)
 
     @property
     def num_candidates(self) -> int:
@@ -164,8 +186,10 @@ class PoolState:
         return np.bincount(self._targets[self._cycle >= 0], minlength=self.num_classes).astype(np.int64)
 
     def unlabeled_counts(self) -> np.ndarray:
-        """``(C,)`` int64 unlabeled candidates per class (true labels: for analysis only, a real learner can't see them)."""
-        return np.bincount(self._targets[self.unlabeled_indices()], minlength=self.num_classes).astype(np.int64)
+        """``(C,)`` int64 unlabeled candidates per class among those with a known label (for analysis of simulated
+        runs only: a real learner can't see them)."""
+        known = self._targets[self.unlabeled_indices()]
+        return np.bincount(known[known != UNKNOWN], minlength=self.num_classes).astype(np.int64)
 
     def cycle_of(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
         """The cycle in which each index was labeled, -1 for unlabeled (int64, same length as ``indices``)."""
@@ -174,12 +198,24 @@ class PoolState:
         return self._cycle[idx].copy()
 
     # ----------------------------------------------------------------------------------------------- updates
-    def label(self, indices: Sequence[int] | np.ndarray | torch.Tensor, cycle: int) -> None:
+    def label(
+        self,
+        indices: Sequence[int] | np.ndarray | torch.Tensor,
+        cycle: int,
+        labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    ) -> None:
         """Mark ``indices`` labeled in ``cycle``. All checks run before anything changes.
+
+        Args:
+            indices: train indices.
+            cycle: the cycle that labels them (0: the initial set).
+            labels: the labels a person gave, one per index; needed for samples whose label is unknown. Where a
+                label is known already, a given one must agree. ``None``: reveal the known labels.
 
         Raises:
             ValueError: negative or non-integer cycle; an index out of range, outside the candidates, already
-                labeled or repeated in ``indices``.
+                labeled or repeated in ``indices``; a label missing for an unknown sample, out of range or in
+                conflict with a known one.
         """
         if isinstance(cycle, bool) or not isinstance(cycle, (int, np.integer)) or cycle < 0:
             raise ValueError(f"cycle must be a non-negative int, got {cycle!r}")
@@ -195,6 +231,25 @@ class PoolState:
         if done.size:
             cycles = sorted(set(self._cycle[done].tolist()))
             raise ValueError(f"cannot label indices twice: already labeled (in cycles {cycles}): {_show(done)}")
+        targets = self._targets
+        if labels is None:
+            unknown = idx[targets[idx] == UNKNOWN]
+            if unknown.size:
+                raise ValueError(f"labels: these samples have no known label, pass the labels a person gave: {_show(unknown)}")
+        else:
+            given = _as_index_array(labels, "labels")
+            if len(given) != len(idx):
+                raise ValueError(f"labels: {len(given)} labels for {len(idx)} indices; give one per index")
+            out = given[(given < 0) | (given >= self.num_classes)]
+            if out.size:
+                raise ValueError(f"labels must be class indices 0..{self.num_classes - 1}, got {_show(out)}")
+            clash = idx[(targets[idx] != UNKNOWN) & (targets[idx] != given)]
+            if clash.size:
+                raise ValueError(f"labels: differ from the known labels of {_show(clash)}")
+            targets = targets.copy()
+            targets[idx] = given
+            targets.setflags(write=False)
+        self._targets = targets
         self._cycle[idx] = int(cycle)
 
     def hold_out(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> None:
@@ -249,7 +304,8 @@ class PoolState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore labels and candidates. The checkpoint must describe this train set (same size, labels, classes).
+        """Restore labels and candidates. The checkpoint must describe this train set (same size, labels, classes);
+        labels it holds for samples this train set has no label for (given by a person) are taken over.
 
         Raises:
             ValueError: a checkpoint made on another train set, or an inconsistent one; nothing changes then.
@@ -269,15 +325,20 @@ class PoolState:
             )
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(f"the saved pool state has {state['num_classes']} classes, this train set {self.num_classes}")
-        if not np.array_equal(targets, self._targets):
-            diff = np.flatnonzero(targets != self._targets)
-            raise ValueError(f"the saved pool state has different labels at train indices {_show(diff)}: another dataset?")
         if len(candidates) != len(self) or len(cycles) != len(self):
             raise ValueError("corrupt pool state: 'candidates' and 'cycles' must have one entry per train sample")
+        known = self._targets != UNKNOWN  # labels a person gave in the saved run are unknown to the dataset
+        diff = np.flatnonzero((known & (targets != self._targets)) | (~known & (targets != UNKNOWN) & (cycles < 0)))
+        if diff.size:
+            raise ValueError(f"the saved pool state has different labels at train indices {_show(diff)}: another dataset?")
+        if ((cycles >= 0) & (targets == UNKNOWN)).any():
+            raise ValueError("corrupt pool state: a labeled sample without a label")
         if (cycles < -1).any() or ((cycles >= 0) & ~candidates).any():
             raise ValueError("corrupt pool state: a labeled index outside the candidates, or a cycle below -1")
         if len(held_out) != len(self) or (held_out & (cycles < 0)).any():
             raise ValueError("corrupt pool state: 'held_out' must mark labeled samples only, one entry per train sample")
+        targets.setflags(write=False)
+        self._targets = targets
         self._candidate = candidates
         self._cycle = cycles
         self._held_out = held_out

@@ -115,11 +115,13 @@ def test_transforms_apply_to_the_input_for_training_and_for_evaluation() -> None
     assert torch.equal(dm.test_dataset[4][0], images[4] - 10)
 
 
-def test_unknown_labels_pass_through_to_the_raw_data() -> None:
+def test_unknown_labels_make_the_known_ones_the_labeled_set_and_the_rest_the_pool() -> None:
     targets = Y.copy()
     targets[[1, 7]] = -1
     dm = DatasetDataModule(X, train_targets=targets)
-    assert dm._load().train_targets.tolist() == targets.tolist()  # the pools decide what -1 means
+    dm.setup("fit")
+    assert dm.pools.labeled_indices().tolist() == [0, 2, 3, 4, 5, 6, 8, 9, 10, 11]
+    assert dm.pools.unlabeled_indices().tolist() == [1, 7]
 
 
 def test_without_a_test_set_the_callback_runs_and_records_no_test_metrics(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def test_load_state_dict_rejects_another_train_set_and_keeps_its_state() -> None
 
 
 @pytest.mark.parametrize("targets, kwargs, message", [
-    ([], {}, "non-empty"), ([0, -1], {}, "non-negative"), ([0, 3], {"num_classes": 2}, "num_classes"),
+    ([], {}, "non-empty"), ([0, -2], {}, "or -1 for unknown"), ([-1, -1], {}, "num_classes: no label is known"), ([0, 3], {"num_classes": 2}, "num_classes"),
     ([0, 1], {"candidates": [2]}, "out of range"),
 ])
 def test_bad_construction(targets, kwargs, message) -> None:
@@ -165,3 +165,27 @@ def test_held_out_samples_are_labeled_but_not_trained_on_and_persist() -> None:
     assert pools.held_out_indices().tolist() == [1]
     pools.release_held_out()
     assert pools.training_indices().tolist() == [0, 1, 2]
+
+
+def test_unknown_labels_are_given_by_a_person_and_checked() -> None:
+    pools = PoolState([0, 1, -1, -1, 2], num_classes=3)
+    pools.label([0, 1], cycle=0)
+    assert pools.has_unknown and pools.unknown_indices().tolist() == [2, 3]
+    with pytest.raises(ValueError, match="no known label, pass the labels a person gave"):
+        pools.label([2, 4], cycle=1)  # the simulated oracle cannot reveal index 2
+    with pytest.raises(ValueError, match="differ from the known labels"):
+        pools.label([2, 4], cycle=1, labels=[1, 0])  # index 4 is known to be class 2
+    with pytest.raises(ValueError, match="one per index"):
+        pools.label([2, 4], cycle=1, labels=[1])
+    assert pools.num_labeled == 2 and pools.targets[2] == -1  # nothing changed
+    pools.label([2, 4], cycle=1, labels=[1, 2])
+    assert pools.targets.tolist() == [0, 1, 1, -1, 2] and not pools.targets.flags.writeable
+    assert pools.labeled_counts().tolist() == [1, 2, 1] and pools.unlabeled_counts().tolist() == [0, 0, 0]
+    # the person's labels travel in the state and restore into pools built from the dataset (which lacks them)
+    fresh = PoolState([0, 1, -1, -1, 2], num_classes=3)
+    fresh.load_state_dict(pools.state_dict())
+    assert fresh.targets.tolist() == [0, 1, 1, -1, 2] and fresh.labeled_indices(cycle=1).tolist() == [2, 4]
+    forged = pools.state_dict()
+    forged["targets"][3] = 0  # a label for a sample nobody labeled
+    with pytest.raises(ValueError, match="different labels"):
+        PoolState([0, 1, -1, -1, 2], num_classes=3).load_state_dict(forged)

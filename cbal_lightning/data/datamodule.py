@@ -28,15 +28,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cbal_lightning.data.errors import DatasetFormatError
 from cbal_lightning.data.resumable import ResumableDataLoader
 from cbal_lightning.data.transforms import Stats, eval_transform, train_transform
-from cbal_lightning.pools import PoolState
+from cbal_lightning.pools import UNKNOWN, PoolState
 from cbal_lightning.splits import LongTailSplit, long_tail_split, validate_split_params
 
 __all__ = ["ActiveDataModule", "ImageFiles", "ImageSubset", "RawData"]
 
 
+_SPLIT_DEFAULTS = {"initial_fraction": 0.1, "imbalance_factor": 1.0, "imbalance_type": "step", "tail_classes": None}
+
+
 @dataclass(frozen=True)
 class RawData:
-    """What a subclass reads: indexable images (PIL images or tensors, untransformed) and int64 labels."""
+    """What a subclass reads: indexable images (PIL images or tensors, untransformed) and int64 labels.
+
+    Train labels may be ``UNKNOWN`` (-1): images nobody has labeled yet. Then the pool is real: every labeled train
+    sample is the initial set and every unlabeled one the pool (no simulated long-tail cut).
+    """
 
     train_images: Any
     train_targets: np.ndarray
@@ -209,13 +216,16 @@ class ActiveDataModule(LightningDataModule):
         if self._data is not None:
             return
         data = self._load()
-        if int(data.train_targets.max()) >= self.num_classes or int(data.test_targets.max(initial=-1)) >= self.num_classes:
-            raise ValueError(f"{type(self).__name__}: labels beyond num_classes={self.num_classes}")
-        self.split = long_tail_split(
-            data.train_targets, self.num_classes, initial_fraction=self.initial_fraction,
-            imbalance_factor=self.imbalance_factor, imbalance_type=self.imbalance_type,
-            tail_classes=self.tail_classes, seed=self.seed,
-        )
+        self._check_targets(data)
+        if (data.train_targets == UNKNOWN).any():  # a real pool: what is labeled starts the run, the rest is queried
+            self.split = None
+            self._warn_split_params_unused(int((data.train_targets == UNKNOWN).sum()))
+        else:
+            self.split = long_tail_split(
+                data.train_targets, self.num_classes, initial_fraction=self.initial_fraction,
+                imbalance_factor=self.imbalance_factor, imbalance_type=self.imbalance_type,
+                tail_classes=self.tail_classes, seed=self.seed,
+            )
         bad_train, bad_test = self._unreadable_files(data)
         self._data = data
         test_kept = np.setdiff1d(np.arange(len(data.test_targets)), bad_test)
@@ -224,8 +234,36 @@ class ActiveDataModule(LightningDataModule):
         if self._pending_pools is not None:  # load_state_dict came before setup
             self._pools, self._pending_pools = self._restored(self._pending_pools), None
         elif self._pools is None:
-            self._pools = PoolState.from_split(self.split, data.train_targets)
+            self._pools = self._initial_pools(data)
             self._pools.exclude(self._dropped)
+
+    def _check_targets(self, data: RawData) -> None:
+        name = type(self).__name__
+        for split, targets, low in (("train", data.train_targets, UNKNOWN), ("test", data.test_targets, 0)):
+            if len(targets) and (int(targets.min()) < low or int(targets.max()) >= self.num_classes):
+                allowed = f"0..{self.num_classes - 1}" + (f" or {UNKNOWN} (unknown)" if low == UNKNOWN else "")
+                raise ValueError(f"{name}: {split} labels must lie in {allowed}, found {int(targets.min())}..{int(targets.max())}")
+        if not (data.train_targets != UNKNOWN).any():
+            raise ValueError(f"{name}: no train sample has a label; active learning starts from a labeled set: label a "
+                             "few samples of every class first")
+
+    def _initial_pools(self, data: RawData) -> PoolState:
+        """The paper's split (initial set + long-tailed pool) or, for a real pool, every known label in cycle 0."""
+        if self.split is not None:
+            return PoolState.from_split(self.split, data.train_targets)
+        pools = PoolState(data.train_targets, num_classes=self.num_classes)
+        pools.label(np.flatnonzero(data.train_targets != UNKNOWN), cycle=0)
+        return pools
+
+    def _warn_split_params_unused(self, unknown: int) -> None:
+        given = {k: v for k, v in self._split_params().items() if k in _SPLIT_DEFAULTS and v != _SPLIT_DEFAULTS[k]}
+        if given:
+            warnings.warn(
+                f"{type(self).__name__}: {unknown} train samples have no label, so the pool is real: every labeled sample "
+                f"starts the run and every unlabeled one is the pool; {sorted(given)} (the paper's simulated split) "
+                "are not used",
+                stacklevel=3,
+            )
 
     def _unreadable_files(self, data: RawData) -> tuple[np.ndarray, np.ndarray]:
         """Train and test positions of unreadable image files under ``verify_images`` (empty when "off")."""
@@ -258,7 +296,7 @@ class ActiveDataModule(LightningDataModule):
 
     @property
     def targets(self) -> np.ndarray:
-        """All train labels, ``(N,)`` int64, indexable by train index."""
+        """All train labels, ``(N,)`` int64, indexable by train index; ``UNKNOWN`` (-1) where nobody labeled it yet."""
         return self.pools.targets
 
     @property
@@ -302,9 +340,14 @@ class ActiveDataModule(LightningDataModule):
             raise ValueError(f"indices out of range 0..{len(data.train_targets) - 1}: {bad[:5].tolist()}")
         return ImageSubset(data.train_images, indices, indices, self.eval_transform)
 
-    def label(self, indices: Sequence[int] | np.ndarray | torch.Tensor, cycle: int) -> None:
-        """Reveal the labels of ``indices`` in ``cycle`` (see :meth:`PoolState.label`)."""
-        self.pools.label(indices, cycle)
+    def label(
+        self,
+        indices: Sequence[int] | np.ndarray | torch.Tensor,
+        cycle: int,
+        labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    ) -> None:
+        """Label ``indices`` in ``cycle``: reveal known labels, or take ``labels`` a person gave (:meth:`PoolState.label`)."""
+        self.pools.label(indices, cycle, labels)
 
     # ------------------------------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:

@@ -1,4 +1,5 @@
-"""Any image-folder dataset: ``root/train/<class>/*`` and ``root/test/<class>/*`` (torchvision's layout)."""
+"""Any image-folder dataset: ``root/train/<class>/*``, ``root/test/<class>/*`` (torchvision's layout) and, for images
+nobody has labeled yet, ``root/unlabeled/**``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from cbal_lightning.data.datamodule import ActiveDataModule, ImageFiles, RawData
 from cbal_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from cbal_lightning.data.transforms import IMAGENET_STATS
+from cbal_lightning.pools import UNKNOWN
 
 __all__ = ["ImageFolderDataModule"]
 
@@ -27,6 +29,15 @@ def _classes(folder: Path) -> list[str]:
         raise DatasetNotFoundError(f"{folder}: no class folders ({err})") from err
 
 
+def _unlabeled_files(folder: Path) -> list[str]:
+    """Image files anywhere under ``folder`` (any nesting), sorted; hidden files and folders are skipped."""
+    return sorted(
+        str(p) for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
 def _samples(folder: Path, classes: list[str]) -> tuple[ImageFiles, np.ndarray]:
     try:
         samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
@@ -38,13 +49,22 @@ def _samples(folder: Path, classes: list[str]) -> tuple[ImageFiles, np.ndarray]:
 class ImageFolderDataModule(ActiveDataModule):
     """Images under ``root/train/<class>/`` and ``root/test/<class>/``; classes in sorted folder-name order.
 
+    Two uses:
+
+    * simulation (no ``unlabeled/``): every train image has a label, and the paper's split draws the initial set
+      and the long-tailed pool from them (Sec. 5.1);
+    * a real pool: images nobody has labeled yet go under ``root/unlabeled/`` (any nesting, any file names). Then
+      every image of ``train/`` is the initial labeled set and ``unlabeled/`` is the pool, as it is (no long-tail
+      cut); their train indices follow those of ``train/``, in sorted path order. A person labels the queries
+      (:class:`~cbal_lightning.oracle.HumanOracle`).
+
     The class folders are listed in ``__init__`` (so ``num_classes`` is known at once); the image files in
     ``setup()``. Images are read lazily as RGB, resized (shorter side) and centre-cropped to ``image_size``,
     which by default is the shorter side of the first train image (no resizing for same-size images).
     Augmentation: random crops with zero padding of ``image_size // 8`` (4 for 32x32) and horizontal flips.
 
     Args:
-        root: the folder holding ``train/`` and ``test/``.
+        root: the folder holding ``train/``, ``test/`` and optionally ``unlabeled/``.
         image_size: side of the square model input; default from the first train image.
         mean, std: normalisation per channel on [0, 1]; default ImageNet's statistics.
         **kwargs: :class:`~cbal_lightning.data.ActiveDataModule` arguments.
@@ -69,6 +89,7 @@ class ImageFolderDataModule(ActiveDataModule):
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         self.root = root
         self.train_dir, self.test_dir = Path(root).expanduser() / "train", Path(root).expanduser() / "test"
+        self.unlabeled_dir = Path(root).expanduser() / "unlabeled"
         self.classes = _classes(self.train_dir)
         test_classes = _classes(self.test_dir)
         if test_classes != self.classes:
@@ -96,5 +117,14 @@ class ImageFolderDataModule(ActiveDataModule):
 
     def _load(self) -> RawData:
         train_images, train_targets = _samples(self.train_dir, self.classes)
+        if self.unlabeled_dir.is_dir():
+            unlabeled = _unlabeled_files(self.unlabeled_dir)
+            if not unlabeled:
+                raise DatasetNotFoundError(
+                    f"{self.unlabeled_dir} holds no images (extensions {', '.join(IMG_EXTENSIONS)}); put the images "
+                    "nobody has labeled there, or remove the folder to simulate a pool from train/"
+                )
+            train_images = ImageFiles(train_images.paths + unlabeled)
+            train_targets = np.concatenate([train_targets, np.full(len(unlabeled), UNKNOWN, dtype=np.int64)])
         test_images, test_targets = _samples(self.test_dir, self.classes)
         return RawData(train_images, train_targets, test_images, test_targets)
