@@ -194,3 +194,17 @@ def test_a_process_killed_between_the_stop_and_the_resume_loses_nothing(fit_modu
     al, dm = fit_module.fit(root, str(run), str(ckpt), cycles=2)  # the same checkpoint and answers again
     assert al.waiting_for_labels == HumanOracle.files(run, 2).csv
     assert _labels_by_path(dm) == filled and dm.pools.last_cycle == 1
+
+
+def test_the_split_command_describes_a_real_pool_and_an_empty_unlabeled_folder_is_refused(tmp_path: Path) -> None:
+    from cbal_lightning.data import DatasetNotFoundError, ImageFolderDataModule
+    from cbal_lightning.data.summary import split_table
+
+    _image_tree(tmp_path / "data")
+    with pytest.warns(UserWarning, match=r"the pool is real.*\['imbalance_factor'\].*are not used"):
+        table = split_table(ImageFolderDataModule(root=str(tmp_path / "data"), imbalance_factor=0.1))
+    assert "a real pool: 12 labeled samples start the run, 24 unlabeled samples" in table
+    for path in (tmp_path / "data" / "unlabeled").rglob("*.png"):
+        path.unlink()
+    with pytest.raises(DatasetNotFoundError, match="holds no images"):
+        ImageFolderDataModule(root=str(tmp_path / "data")).setup("fit")

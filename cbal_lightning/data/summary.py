@@ -35,10 +35,15 @@ def build_datamodule(name: str, **kwargs: Any) -> ActiveDataModule:
 
 
 def split_table(dm: ActiveDataModule) -> str:
-    """Per class: initial labels, samples available before the cut, pool after it, candidates, tail; then totals."""
+    """Per class: initial labels, samples available before the cut, pool after it, candidates, tail; then totals.
+
+    A real pool (train labels unknown for some samples) has no simulated split: its table is the labeled samples per
+    class and the number of unlabeled ones.
+    """
     dm.setup("fit")
     split = dm.split
-    assert split is not None
+    if split is None:
+        return _real_pool_table(dm)
     tail = set(split.tail_classes)
     names = list(getattr(dm, "classes", None) or range(dm.num_classes))
     header = ("class", "name", "initial", "available", "pool", "candidates", "tail")
@@ -60,3 +65,15 @@ def split_table(dm: ActiveDataModule) -> str:
     )
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *map(line, rows), rule, line(totals)])
+
+
+def _real_pool_table(dm: ActiveDataModule) -> str:
+    names = list(getattr(dm, "classes", None) or range(dm.num_classes))
+    counts = dm.pools.labeled_counts()
+    width = max(len(str(n)) for n in names + ["total"])
+    lines = [f"{type(dm).__name__}: a real pool: {dm.pools.num_labeled} labeled samples start the run, "
+             f"{dm.pools.num_unlabeled} unlabeled samples (labels unknown) are the pool",
+             f"{'class':>5}  {'name'.ljust(width)}  labeled"]
+    lines += [f"{c:>5}  {str(n).ljust(width)}  {counts[c]:>7}" for c, n in enumerate(names)]
+    lines.append(f"{'total':>5}  {''.ljust(width)}  {counts.sum():>7}")
+    return "\n".join(lines)
