@@ -16,6 +16,7 @@ _WHERE = {  # public name: module that defines it
     "ActiveDataModule": "cbal_lightning.data",
     "CIFAR10DataModule": "cbal_lightning.data",
     "CIFAR100DataModule": "cbal_lightning.data",
+    "DatasetDataModule": "cbal_lightning.data",
     "DigitsDataModule": "cbal_lightning.data",
     "ImageFolderDataModule": "cbal_lightning.data",
     "TinyImageNetDataModule": "cbal_lightning.data",

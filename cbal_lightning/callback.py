@@ -540,13 +540,20 @@ class ActiveLearningCallback(Callback):
         if "test" in record:
             return
         dm = self._datamodule(trainer)
+        metrics = {"al/cycle": self.cycle, "al/num_labeled": record["num_labeled"]}
+        if len(dm.test_dataset) == 0:  # e.g. ActiveDataModule.from_datasets(train, test=None)
+            record["test"] = None
+            self._write_files(trainer)
+            self._log(trainer, metrics)
+            if self.cycle == 0:
+                rank_zero_info("[active learning] the datamodule has no test set: cycles are not evaluated.")
+            return
         dataset = IndexedDataset(dm.test_dataset)
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=shard_sampler(dataset, trainer.strategy))
         record["test"] = evaluate_classifier(
             pl_module, loader, dm.num_classes, device=pl_module.device, strategy=trainer.strategy,
             progress=self._show_progress(trainer), desc=f"test set (cycle {self.cycle})",
         )
-        metrics = {"al/cycle": self.cycle, "al/num_labeled": record["num_labeled"]}
         metrics.update({f"al/test/{k}": v for k, v in record["test"].items() if k != "per_class_acc"})
         metrics.update({f"al/test/class_acc/{c}": a for c, a in enumerate(record["test"]["per_class_acc"])})
         self._write_files(trainer)
@@ -609,10 +616,12 @@ class ActiveLearningCallback(Callback):
                     if needs:
                         head = pl_module.classify(pl_module.embed(images))
                 except RuntimeError as err:
+                    fix = (f"build it with in_channels=datamodule.in_channels ({getattr(dm, 'in_channels', images.shape[1])})"
+                           if images.ndim == 4 else f"it must take inputs of shape {tuple(images.shape[1:])}")
                     raise ValueError(
-                        f"model: {name} fails on a real batch of shape {tuple(images.shape)} (N, channels, H, W) from "
-                        f"{type(dm).__name__} ({err}); its input must match the data: build it with "
-                        f"in_channels=datamodule.in_channels ({getattr(dm, 'in_channels', images.shape[1])})."
+                        f"model: {name} fails on a real batch of shape {tuple(images.shape)} "
+                        f"{'(N, channels, H, W) ' if images.ndim == 4 else ''}from {type(dm).__name__} ({err}); its "
+                        f"input must match the data: {fix}."
                     ) from err
         finally:
             pl_module.train(was_training)

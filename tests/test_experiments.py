@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures import write_tiny_imagenet
+from lightning.pytorch import LightningModule
 
-from cbal_lightning import ActiveLearningCallback, ImageClassifier
+from cbal_lightning import ActiveLearningCallback
 from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
 from cbal_lightning.data import ActiveDataModule
 from cbal_lightning.tools.sweep import plan, run_sweep
@@ -47,7 +48,7 @@ def test_every_config_instantiates(config: Path, tiny_root: Path) -> None:
     args = ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.logger", "false"]
     if "tiny_imagenet" in config.parts:  # offline: no ImageNet weights, a fixture tree instead of the dataset
         args += ["--model.init_args.weights", "null", "--data.init_args.root", str(tiny_root)]
-    cli = ActiveLearningCLI(ImageClassifier, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
+    cli = ActiveLearningCLI(LightningModule, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
                             run=False, args=args)
     callbacks = [cb for cb in cli.trainer.callbacks if isinstance(cb, ActiveLearningCallback)]
     assert len(callbacks) == 1 and callbacks[0].budget_arg == 0.05

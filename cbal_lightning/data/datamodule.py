@@ -171,6 +171,35 @@ class ActiveDataModule(LightningDataModule):
         self._pools: PoolState | None = None
         self._pending_pools: dict[str, Any] | None = None
 
+    @classmethod
+    def from_datasets(
+        cls,
+        train: Dataset,
+        test: Dataset | None = None,
+        *,
+        train_targets: Sequence[int] | np.ndarray | torch.Tensor,
+        test_targets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+        num_classes: int | None = None,
+        classes: list[str] | None = None,
+        train_transform: Callable[[Any], torch.Tensor] | None = None,
+        eval_transform: Callable[[Any], torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> ActiveDataModule:
+        """A datamodule over any map-style datasets: a :class:`~cbal_lightning.data.DatasetDataModule` (see its arguments).
+
+        Example:
+            >>> x, y = np.random.default_rng(0).normal(size=(90, 4)), np.arange(90) % 3
+            >>> dm = ActiveDataModule.from_datasets(x[:60], x[60:], train_targets=y[:60], test_targets=y[60:])
+            >>> dm.num_classes, dm.classes, dm.input_shape
+            (3, ['0', '1', '2'], (4,))
+        """
+        from cbal_lightning.data.datasets import DatasetDataModule  # the subclass imports this module
+
+        return DatasetDataModule(
+            train, test, train_targets=train_targets, test_targets=test_targets, num_classes=num_classes,
+            classes=classes, train_transform=train_transform, eval_transform=eval_transform, **kwargs,
+        )
+
     # ------------------------------------------------------------------------------------------ subclass API
     def _load(self) -> RawData:
         """Read the train and test images and labels (called once, from :meth:`setup`)."""
@@ -282,7 +311,7 @@ class ActiveDataModule(LightningDataModule):
     # ------------------------------------------------------------------------------------------ datasets
     @property
     def test_dataset(self) -> Dataset:
-        """The balanced test set, ``(image, label)`` items, evaluation transforms."""
+        """The balanced test set, ``(image, label)`` items, evaluation transforms (empty when there is none)."""
         self._ready()
         return self._test
 
@@ -346,11 +375,13 @@ class ActiveDataModule(LightningDataModule):
         trainer = self.trainer
         return None if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test set; an empty list (no validation) when there is none."""
+        return self.test_dataloader()
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, self.eval_batch_size)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test set; an empty list (nothing to test) when there is none."""
+        return self._loader(self.test_dataset, self.eval_batch_size) if len(self.test_dataset) else []
 
     def pool_dataloader(
         self,

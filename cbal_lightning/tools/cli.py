@@ -33,12 +33,13 @@ _MODULE_COMMANDS = {
 
 
 def _lightning_cli(argv: Sequence[str] | None) -> None:
+    from lightning.pytorch import LightningModule
+
     from cbal_lightning.data import ActiveDataModule
-    from cbal_lightning.models import ImageClassifier
     from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
 
     ActiveLearningCLI(
-        ImageClassifier,
+        LightningModule,  # any model: --model mymodule.MyModel, or class_path in the YAML
         ActiveDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,

@@ -229,8 +229,9 @@ def _instantiate(config: str | Path, epochs: int | None, seed: int) -> tuple[Any
     """
     from cbal_lightning.callback import ActiveLearningCallback
     from cbal_lightning.tools.lightning_cli import ActiveLearningCLI
+    from lightning.pytorch import LightningModule
+
     from cbal_lightning.data import ActiveDataModule
-    from cbal_lightning.models import ImageClassifier
 
     class _NoTrainerCLI(ActiveLearningCLI):
         def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -240,7 +241,7 @@ def _instantiate(config: str | Path, epochs: int | None, seed: int) -> tuple[Any
     args = ["--config", str(config), "--seed_everything", str(seed), "--trainer.logger", "false"]
     with warnings.catch_warnings():  # LightningCLI warns when sys.argv (ours) is non-empty besides args
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-        cli = _NoTrainerCLI(ImageClassifier, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        cli = _NoTrainerCLI(LightningModule, ActiveDataModule, subclass_mode_model=True, subclass_mode_data=True,
                             run=False, args=args, save_config_callback=None)
     trainer_config = dict(cli.trainer_config or {})
     callbacks = [cb for cb in trainer_config.get("callbacks") or [] if isinstance(cb, ActiveLearningCallback)]

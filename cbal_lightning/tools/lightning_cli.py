@@ -6,7 +6,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, _get_module_type, _InstantiatorFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from cbal_lightning.callback import ActiveLearningCallback
@@ -52,18 +52,50 @@ class RunDirSaveConfigCallback(SaveConfigCallback):
         self.already_saved = True
 
 
+LINKED = ("num_classes", "in_channels")
+"""Datamodule attributes given to the model's ``__init__`` when it has a parameter of that name."""
+
+
+class _AcceptedLinksOnly:
+    """Lightning's model instantiator, told only of the linked values the chosen model class accepts.
+
+    jsonargparse ignores a link whose target the chosen subclass lacks (``in_channels`` for an MLP), but Lightning
+    still writes the linked value into the model's hparams; ``fit --ckpt_path`` would then pass it to ``__init__``
+    and fail. ``kwargs`` are the arguments the class is built with, so a link is kept when its target is among them.
+    """
+
+    def __init__(self, instantiator: _InstantiatorFn) -> None:
+        self.instantiator = instantiator
+
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        links = {key: value for key, value in applied_instantiation_links.items()
+                 if not key.startswith("model.init_args.") or key.rsplit(".", 1)[1] in kwargs}
+        return self.instantiator(class_type, *args, applied_instantiation_links=links, **kwargs)
+
+
 class ActiveLearningCLI(LightningCLI):
-    """LightningCLI whose model follows the datamodule (output width ``num_classes``, input ``in_channels``), whose
-    config goes into the run folder (:class:`RunDirSaveConfigCallback`), and whose ``--ckpt_path last`` finds the
-    run's newest checkpoint in any of the run folders (:meth:`before_fit`)."""
+    """LightningCLI whose model follows the datamodule (``num_classes`` and ``in_channels``, where the model's
+    ``__init__`` has them), whose config goes into the run folder (:class:`RunDirSaveConfigCallback`), and whose
+    ``--ckpt_path last`` finds the run's newest checkpoint in any of the run folders (:meth:`before_fit`).
+
+    Any LightningModule and any ActiveDataModule subclass can be chosen (subclass mode); a link whose target the
+    chosen model lacks is skipped, so a model without ``in_channels`` (or ``num_classes``) is built as configured.
+    """
 
     def __init__(self, *args: Any, save_config_callback: type[SaveConfigCallback] | None = RunDirSaveConfigCallback,
                  **kwargs: Any) -> None:
         super().__init__(*args, save_config_callback=save_config_callback, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+        for name in LINKED:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def _add_instantiators(self) -> None:
+        super()._add_instantiators()  # registers Lightning's model instantiator; this replaces it with the filtered one
+        self.parser.add_instantiator(
+            _AcceptedLinksOnly(_InstantiatorFn(cli=self, key="model")), _get_module_type(self._model_class),
+            subclasses=self.subclass_mode_model,
+        )
 
     def before_fit(self) -> None:
         """Turn ``--ckpt_path last`` into the newest ``last*.ckpt`` or ``query_cycle_*.ckpt`` among the ``checkpoints``

@@ -35,7 +35,7 @@ def plot_accuracy(histories: Mapping[str, History], path: str | Path) -> Path:
     """Top-1 and mean per-class test accuracy against the labeled-set size, one line per method (Fig. 5/6 style)."""
     fig, axes = new_figure(1, 2, figsize=(10, 4))
     for name, history in histories.items():
-        done = [r for r in history if "test" in r]
+        done = [r for r in history if r.get("test") is not None]
         sizes = [r["num_labeled"] for r in done]
         for ax, key in zip(axes, ("acc", "mean_class_acc")):
             ax.plot(sizes, [100 * r["test"][key] for r in done], marker="o", label=name)

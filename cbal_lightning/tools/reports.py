@@ -205,7 +205,7 @@ def accuracy_summary(histories: Sequence[History], metric: str = "acc") -> dict[
     by_cycle: dict[int, tuple[list[float], list[float]]] = {}
     for history in histories:
         for record in history:
-            if "test" not in record:
+            if record.get("test") is None:  # not evaluated yet, or no test set
                 continue
             sizes, values = by_cycle.setdefault(int(record["cycle"]), ([], []))
             sizes.append(float(record["num_labeled"]))
