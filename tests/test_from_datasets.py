@@ -157,6 +157,31 @@ def test_tabular_run_with_a_custom_model_labels_each_cycle(tmp_path: Path) -> No
     assert [json.loads(line)["num_labeled"] for line in lines] == [12, 17, 22]
 
 
+def test_tabular_rows_without_labels_are_asked_for_and_answered_through_the_csv(tmp_path: Path) -> None:
+    x, y = blobs(10)
+    known = np.r_[0:3, 10:13, 20:23]  # three labeled rows per class, the rest nobody has labeled
+    targets = np.full(len(y), -1)
+    targets[known] = y[known]
+
+    def fit(ckpt: str | None = None) -> tuple[ActiveLearningCallback, DatasetDataModule]:
+        dm = DatasetDataModule(x, train_targets=targets, classes=["r", "g", "b"], batch_size=8)
+        al = ActiveLearningCallback(budget=4, cycles=1, output_dir=str(tmp_path), progress=False)
+        seed_everything(0, verbose=False)
+        Trainer(max_epochs=1, accelerator="cpu", callbacks=[al], logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False).fit(MLP(3), datamodule=dm, ckpt_path=ckpt)
+        return al, dm
+
+    al, _ = fit()
+    assert al.waiting_for_labels is not None and not (tmp_path / "queries" / "thumbs").exists()  # rows: no pictures
+    lines = al.waiting_for_labels.read_text().splitlines()
+    asked = [int(line.split(",")[0]) for line in lines[1:]]
+    filled = [f"{i},,{line.split(',')[2]},{'rgb'[y[i]]}" for i, line in zip(asked, lines[1:])]  # the index is the row
+    al.waiting_for_labels.write_text("\n".join([lines[0], *filled]) + "\n")
+    al, dm = fit(str(tmp_path / "checkpoints" / "query_cycle_1.ckpt"))
+    assert al.waiting_for_labels is None and sorted(asked) == dm.pools.labeled_indices(cycle=1).tolist()
+    assert dm.targets[asked].tolist() == y[asked].tolist() and al.history[1]["true"] == y[al.history[1]["indices"]].tolist()
+
+
 USER_MODULE = '''
 import numpy as np
 import torch
