@@ -208,3 +208,57 @@ def test_the_split_command_describes_a_real_pool_and_an_empty_unlabeled_folder_i
         path.unlink()
     with pytest.raises(DatasetNotFoundError, match="holds no images"):
         ImageFolderDataModule(root=str(tmp_path / "data")).setup("fit")
+
+
+CONFIG = """
+seed_everything: 0
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+  default_root_dir: {runs}
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args:
+      save_dir: {runs}
+  callbacks:
+  - class_path: cbal_lightning.ActiveLearningCallback
+    init_args:
+      budget: 4
+      cycles: 1
+      progress: false
+model:
+  class_path: cbal_lightning.ImageClassifier
+  init_args:
+    backbone: small_cnn
+data:
+  class_path: cbal_lightning.data.ImageFolderDataModule
+  init_args:
+    root: {root}
+    batch_size: 4
+"""
+
+
+def test_the_cli_stops_for_labels_and_continues_with_ckpt_path_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cbal_lightning.tools.cli import main
+
+    truth = _image_tree(tmp_path / "data")
+    for path in sorted((tmp_path / "data" / "test").rglob("*.png")):  # no test/: a real pool often has no test set
+        path.unlink()
+    for folder in sorted((tmp_path / "data" / "test").iterdir()):
+        folder.rmdir()
+    (tmp_path / "data" / "test").rmdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(runs=tmp_path / "runs", root=tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    files = HumanOracle.files(run, 1)
+    assert (run / "checkpoints" / "query_cycle_1.ckpt").is_file() and (run / "config.yaml").is_file()
+    filled = _fill_csv(files.csv, truth)
+    main(["fit", "--config", str(config), "--ckpt_path", "last"])  # a new logger version; the run's folder goes on
+    history = json.loads((run / "history.json").read_text())
+    assert [r["cycle"] for r in history] == [0, 1] and [r["test"] for r in history] == [None, None]
+    paths = {row["index"]: row["path"] for row in csv.DictReader(files.csv.open())}
+    assert {paths[str(i)]: CLASSES[t] for i, t in zip(history[1]["indices"], history[1]["true"])} == filled

@@ -47,7 +47,8 @@ def _samples(folder: Path, classes: list[str]) -> tuple[ImageFiles, np.ndarray]:
 
 
 class ImageFolderDataModule(ActiveDataModule):
-    """Images under ``root/train/<class>/`` and ``root/test/<class>/``; classes in sorted folder-name order.
+    """Images under ``root/train/<class>/`` and, optionally, ``root/test/<class>/`` (without it: no test metrics);
+    classes in sorted folder-name order.
 
     Two uses:
 
@@ -91,7 +92,7 @@ class ImageFolderDataModule(ActiveDataModule):
         self.train_dir, self.test_dir = Path(root).expanduser() / "train", Path(root).expanduser() / "test"
         self.unlabeled_dir = Path(root).expanduser() / "unlabeled"
         self.classes = _classes(self.train_dir)
-        test_classes = _classes(self.test_dir)
+        test_classes = _classes(self.test_dir) if self.test_dir.is_dir() else self.classes  # no test/: no test set
         if test_classes != self.classes:
             only_train = sorted(set(self.classes) - set(test_classes))
             only_test = sorted(set(test_classes) - set(self.classes))
@@ -126,5 +127,7 @@ class ImageFolderDataModule(ActiveDataModule):
                 )
             train_images = ImageFiles(train_images.paths + unlabeled)
             train_targets = np.concatenate([train_targets, np.full(len(unlabeled), UNKNOWN, dtype=np.int64)])
+        if not self.test_dir.is_dir():
+            return RawData(train_images, train_targets, ImageFiles([]), np.zeros(0, dtype=np.int64))
         test_images, test_targets = _samples(self.test_dir, self.classes)
         return RawData(train_images, train_targets, test_images, test_targets)
