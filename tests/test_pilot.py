@@ -8,7 +8,7 @@ import pytest
 from cbal_lightning.inference import PoolPredictions
 from cbal_lightning.pools import PoolState
 from cbal_lightning.query import PoolScores, choose_batch, choose_with_pilot, pilot_size
-from cbal_lightning.selection import ClassBalanced, class_targets, l1_score
+from cbal_lightning.selection import ClassBalanced, KCenterGreedy, class_targets, l1_score
 
 MEANS = np.array([-2.0, 0.0, 2.0])  # x | y ~ N(MEANS[y], 1), three classes
 POOL_PRIOR = np.array([0.8, 0.15, 0.05])  # long-tailed pool; the labeled set is balanced
@@ -59,6 +59,20 @@ def test_pilot_is_seeded() -> None:
     first = choose_with_pilot(selector, scores, pools, 100, 1, targets, prior, size=30, seed=3)[0]
     again = choose_with_pilot(selector, scores, pools, 100, 1, targets, prior, size=30, seed=3)[0]
     np.testing.assert_array_equal(first[:30], again[:30])  # the pilot (the rest may depend on the solver's time limit)
+
+
+def test_pilot_joins_the_labeled_embeddings_of_a_greedy_selector() -> None:
+    scores, pools, targets = _problem(n=600)
+    rng = np.random.default_rng(1)
+    pool, labeled = scores.pool, pools.labeled_indices()
+    with_embeddings = PoolScores(
+        PoolPredictions(pool.indices, pool.probs, pool.scores, 0.0, rng.normal(size=(len(pool.indices), 4)).astype(np.float32)),
+        PoolPredictions(labeled, np.full((len(labeled), 3), 1 / 3, np.float32), np.zeros(len(labeled), np.float32), 0.0,
+                        rng.normal(size=(len(labeled), 4)).astype(np.float32)),
+    )
+    rows, selection, _, _ = choose_with_pilot(KCenterGreedy(lam=1.0), with_embeddings, pools, 80, 1, targets,
+                                              np.full(3, 1 / 3), size=30, seed=0)
+    assert len(rows) == len(np.unique(rows)) == 80 and len(selection.indices) == 50
 
 
 @pytest.mark.parametrize("bad", [-0.1, 0.6, "0.2", True])
