@@ -49,10 +49,12 @@ from cbal_lightning.io import atomic_write, atomic_write_json
 from cbal_lightning.oracle import HumanOracle, Oracle, SimulatedOracle
 from cbal_lightning.pools import UNKNOWN
 from cbal_lightning.runs import CHECKPOINTS_FOLDER, RUN_FILE, method_name, new_run_dir, run_dir_source
-from cbal_lightning.query import PoolScores, choose_batch, estimate_shift, hold_out_for_calibration, score_pool
+from cbal_lightning.query import (
+    PoolScores, choose_batch, choose_with_pilot, estimate_shift, hold_out_for_calibration, pilot_size, score_pool,
+)
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
-from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorTracker, label_prior
+from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior
 from cbal_lightning.selection.selectors import ClassBalanced, Selector
 
 __all__ = ["ActiveLearningCallback"]
@@ -86,10 +88,17 @@ class ActiveLearningCallback(Callback):
             trainer's progress bar (rank 0 only; nothing when the trainer has no progress bar).
         calibration_fraction: share of every class of the initial labeled set kept out of cycle 0's training, so
             that the first query can estimate the pool's class prior too (MLLS + BCTS, docs/prior.md); the held-out
-            samples join training from cycle 1. Off by default (0): with weak models the first query's estimate
-            proved unreliable and the hold-out cost cycle-0 accuracy (docs/prior.md); later queries estimate the
-            prior from the labels the previous query revealed either way. Used only when the selector corrects
+            samples join training from cycle 1. Off by default (0): with weak models this estimate proved
+            unreliable and the hold-out cost cycle-0 accuracy (docs/prior.md); the first query's pilot
+            (``pilot_fraction``) estimates the prior instead, and later queries estimate it from the labels the
+            previous query revealed either way. Used only when the selector corrects
             for the prior (its ``prior`` is not ``None``) and the share gives at least 5 labels per class.
+        pilot_fraction: share of the first query's budget labeled at random before the rest is chosen (at least 5
+            per class, at most half the budget): their labels estimate the pool's class prior, which corrects ``P``
+            for the rest of the batch, and Eq. 4 counts them as labeled (docs/prior.md). Used when the selector
+            balances an estimated prior (``prior="estimate"``, ``lam > 0``), nothing else gave an estimate yet and the
+            oracle is simulated; people label one file round per query, so with ``HumanOracle`` the first query
+            balances the uncorrected ``P``. 0: no pilot (the first query is the paper's Eq. 8).
         oracle: who labels the queried samples: :class:`~cbal_lightning.oracle.SimulatedOracle` reveals the
             dataset's labels, :class:`~cbal_lightning.oracle.HumanOracle` asks people through files and stops the
             fit until they answer. Default: simulated when every pool sample has a label, else ``HumanOracle()``.
@@ -119,6 +128,7 @@ class ActiveLearningCallback(Callback):
         progress: bool = True,
         calibration_fraction: float = 0.0,
         oracle: Oracle | None = None,
+        pilot_fraction: float = 0.2,
     ) -> None:
         if isinstance(budget, (bool, np.bool_)) or not (
             isinstance(budget, numbers.Integral) and budget > 0 or isinstance(budget, numbers.Real)
@@ -153,6 +163,10 @@ class ActiveLearningCallback(Callback):
             0 <= calibration_fraction < 1
         ):
             raise ValueError(f"calibration_fraction: expected a float in [0, 1), got {calibration_fraction!r}.")
+        if isinstance(pilot_fraction, bool) or not isinstance(pilot_fraction, numbers.Real) or not (
+            0 <= pilot_fraction <= 0.5
+        ):
+            raise ValueError(f"pilot_fraction: expected a float in [0, 0.5], got {pilot_fraction!r}.")
         self.budget_arg = budget
         self.cycles = cycles
         self.scorer = scorer if scorer is not None else Entropy()
@@ -164,6 +178,7 @@ class ActiveLearningCallback(Callback):
         self.output_dir_arg = output_dir
         self.progress = progress
         self.calibration_fraction = float(calibration_fraction)
+        self.pilot_fraction = float(pilot_fraction)
         self.oracle_arg = oracle
         self.oracle: Oracle = oracle if oracle is not None else SimulatedOracle()  # resolved at fit start
         self.waiting_for_labels: Path | None = None  # the CSV people fill in, while a fit is stopped for them
@@ -484,15 +499,23 @@ class ActiveLearningCallback(Callback):
         preds, held = scores.pool, scores.heldout
         shift = estimate_shift(self.prior, dm, preds, held)  # held-out labels at query 1 (opt-in), then revealed ones
         prior_seconds = time.perf_counter() - start
+        pilot = self._pilot_size(dm, shift)
+        if pilot:  # the first query labels a random pilot, whose labels give the prior for the rest
+            rows, selection, omega, shift = choose_with_pilot(
+                self.selector, scores, dm.pools, self.budget, cycle, dm.targets, shift.train_prior, size=pilot,
+                seed=self.seed,
+            )
+        else:
+            selection, omega = choose_batch(
+                self.selector, scores, dm.pools, self.budget, cycle, seed=self.seed, prior_shift=shift
+            )
+            rows = selection.indices
         used = self.selector.shift_for(shift)
         if self.selector.prior is not None and (used is None or used.pool_prior is None):
             rank_zero_info(f"[active learning] cycle {cycle}: balancing the uncorrected P ({shift.reason}).")
-        selection, omega = choose_batch(
-            self.selector, scores, dm.pools, self.budget, cycle, seed=self.seed, prior_shift=shift
-        )
         seconds = time.perf_counter() - start - prior_seconds
-        chosen = preds.indices[selection.indices]
-        picked = preds.probs[selection.indices]
+        chosen = preds.indices[rows]
+        picked = preds.probs[rows]
         predicted = picked.argmax(1)
         stats = dict(selection.summary())
         stats.update(
@@ -504,13 +527,14 @@ class ActiveLearningCallback(Callback):
             selection_seconds=seconds,
             prior_seconds=prior_seconds,
             pool_size=len(preds.indices),
+            pilot_size=pilot,
         )
         estimate = None if used is None else used.pool_prior
         return {
             "cycle": cycle,
             "indices": chosen.tolist(),
             "predicted": predicted.tolist(),
-            "scores": preds.scores[selection.indices].tolist(),
+            "scores": preds.scores[rows].tolist(),
             "omega": omega.tolist(),
             "stats": stats,
             "prior": {
@@ -521,8 +545,17 @@ class ActiveLearningCallback(Callback):
             },
             "tracker": self.prior.state_dict(),
             "pool_probs": preds.probs,  # with "rows", for the prior estimate once the labels are revealed
-            "rows": selection.indices,
+            "rows": rows,
         }
+
+    def _pilot_size(self, dm: Any, shift: PriorShift) -> int:
+        """Samples the query labels at random first (0: none): only while a balanced selector that estimates the
+        prior has no estimate yet, and only when the labels are at hand (a simulated oracle)."""
+        balances = self.selector.prior == "estimate" and getattr(self.selector, "lam", 0) > 0
+        if not balances or shift.pool_prior is not None or self.oracle.asks_people:
+            return 0
+        assert self.budget is not None
+        return pilot_size(self.pilot_fraction, self.budget, dm.num_classes)
 
     def _hold_out_for_calibration(self, dm: Any) -> None:
         """Keep ``calibration_fraction`` of every class of the initial set out of cycle 0's training (same on every

@@ -18,10 +18,13 @@ from cbal_lightning.inference import PoolPredictions, predict_pool, shard_sample
 from cbal_lightning.pools import PoolState
 from cbal_lightning.scoring import Scorer
 from cbal_lightning.selection import Selection, Selector, class_targets
-from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior
+from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior, revealed_prior
 from cbal_lightning.splits import stratified_subset
 
-__all__ = ["PoolScores", "score_pool", "choose_batch", "hold_out_for_calibration", "estimate_shift"]
+__all__ = [
+    "PoolScores", "score_pool", "choose_batch", "choose_with_pilot", "pilot_size", "hold_out_for_calibration",
+    "estimate_shift",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,51 @@ def choose_batch(
         extra["prior_shift"] = prior_shift
     selection = selector.select(pool.scores, pool.probs, budget, omega, seed=seed + cycle, **extra)
     return selection, omega
+
+
+def pilot_size(fraction: float, budget: int, num_classes: int) -> int:
+    """Samples of a first-query pilot: ``fraction`` of ``budget``, at least ``MIN_LABELS_PER_CLASS`` per class (the
+    fewest the revealed-label estimate needs); 0 when ``fraction`` is 0 or the pilot would take half the budget."""
+    if fraction == 0:
+        return 0
+    size = max(int(round(fraction * budget)), MIN_LABELS_PER_CLASS * num_classes)
+    return size if 2 * size <= budget else 0
+
+
+def choose_with_pilot(
+    selector: Selector,
+    scores: PoolScores,
+    pools: PoolState,
+    budget: int,
+    cycle: int,
+    targets: np.ndarray,
+    train_prior: np.ndarray,
+    *,
+    size: int,
+    seed: int = 0,
+) -> tuple[np.ndarray, Selection, np.ndarray, PriorShift]:
+    """A query that starts with a random pilot: ``(rows, selection, omega, shift)``.
+
+    ``size`` rows of ``scores.pool`` drawn at random (seeded with ``seed + cycle``) are labeled first from
+    ``targets`` (a simulated oracle). A random sample of the pool, their labels calibrate the model on pool data,
+    so :func:`~cbal_lightning.selection.prior.revealed_prior` estimates the prior of the rest of the pool. The other
+    ``budget - size`` rows are chosen by ``selector`` with ``P`` corrected by that estimate (``shift``) and the
+    targets ``omega`` of Eq. 4 counting the pilot as labeled. ``rows``: the pilot's rows, then ``selection``'s (rows
+    of the pool without the pilot, mapped back to rows of ``scores.pool``).
+    """
+    pool = scores.pool
+    pilot = np.sort(np.random.default_rng(seed + cycle).choice(len(pool.indices), size, replace=False))
+    labels = np.asarray(targets)[pool.indices[pilot]]
+    shift = PriorShift(revealed_prior(pool.probs, pilot, labels), train_prior, "pilot")
+    rest = np.setdiff1d(np.arange(len(pool.indices)), pilot)
+    counts = pools.labeled_counts() + np.bincount(labels, minlength=pool.probs.shape[1])
+    omega = class_targets(counts, budget, cycle, pools.initial_size)  # Eq. 4, the pilot counted as labeled
+    extra: dict[str, Any] = {"prior_shift": shift} if scores.labeled is None else {
+        "prior_shift": shift, "embeddings": pool.embeddings[rest],
+        "labeled_embeddings": np.concatenate([scores.labeled.embeddings, pool.embeddings[pilot]]),
+    }
+    selection = selector.select(pool.scores[rest], pool.probs[rest], budget - size, omega, seed=seed + cycle, **extra)
+    return np.concatenate([pilot, rest[selection.indices]]), selection, omega, shift
 
 
 def hold_out_for_calibration(dm: Any, fraction: float, seed: int) -> int:

@@ -23,7 +23,7 @@ ANYTHING = st.one_of(
 )
 
 CALLBACK_ARGS = ["budget", "cycles", "scorer", "selector", "epochs_per_cycle", "reset", "eval_batch_size", "seed",
-                 "output_dir", "progress", "calibration_fraction"]
+                 "output_dir", "progress", "calibration_fraction", "pilot_fraction"]
 DIGITS_ARGS = ["initial_fraction", "imbalance_factor", "imbalance_type", "tail_classes", "seed", "batch_size",
                "eval_batch_size", "num_workers", "test_fraction", "verify_images"]
 
