@@ -250,3 +250,16 @@ def test_warm_started_lp_has_the_same_bound_in_one_restricted_lp():
     assert cold.solved and warm.solved
     assert warm.lower_bound == pytest.approx(cold.lower_bound, rel=1e-6)
     assert calls["warm"] <= calls["cold"]
+
+
+def test_double_move_applies_two_swaps_that_only_help_together():
+    from cbal_lightning.selection.rounding import swap_search
+
+    # Each single swap saves 0.05 in cost but unbalances by 0.2 (lam 1); the two together balance exactly.
+    probs = np.array([[0.6, 0.4], [0.4, 0.6], [0.5, 0.5], [0.5, 0.5]])
+    cost, omega = np.array([0.0, 0.0, -0.05, -0.05]), np.array([1.0, 1.0])
+    args = (np.array([0, 1]), np.arange(4), cost, probs, omega, 1.0, float("inf"))
+    assert swap_search(*args, doubles=0).tolist() == [0, 1]
+    assert swap_search(*args).tolist() == [2, 3]
+    exact = balanced_select(cost, probs, 2, omega, 1.0)
+    assert exact.indices.tolist() == [2, 3] and exact.objective == pytest.approx(-0.1)
