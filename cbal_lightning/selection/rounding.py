@@ -84,7 +84,8 @@ def swap_search(
 ) -> np.ndarray:
     """Best-improvement swaps (one row out, one in) among the ``frontier`` rows, on the exact Eq. 9 objective.
 
-    Each round evaluates two neighbourhoods exactly and applies the best improving swap of either:
+    Each round evaluates two neighbourhoods exactly (the second only when the first has no improving swap) and
+    applies the best improving swap:
 
     * the ``pool x pool`` swaps of the rows ranked best by the exact change of a single removal and of a
       single addition;
@@ -127,23 +128,28 @@ def swap_search(
         if ins.size == 0 or outs.size == 0:
             break
         best, near = (0.0, -1, -1), []
-        blocks = [(outs[lo : lo + chunk], ins) for lo in range(0, outs.size, chunk)]
-        for members in groups if group > 0 else ():  # swaps within one predicted class, nearest the frontier first
-            g_in, g_out = members[~inside[members]], members[inside[members]]
-            if g_in.size and g_out.size:
-                blocks.append((g_out[smallest(drop[g_out], group)], g_in[smallest(add[g_in], group)]))
-        for rows, cand in blocks:
-            if time.perf_counter() >= deadline:
-                break
-            l1 = np.abs(deviation + p_front[rows][:, None, :] - p_front[cand][None, :, :]).sum(axis=2)
-            delta = c_front[cand][None, :] - c_front[rows][:, None] + lam * (l1 - base)
-            a, b = np.unravel_index(np.argmin(delta), delta.shape)
-            if delta[a, b] < best[0]:
-                best = (float(delta[a, b]), int(rows[a]), int(cand[b]))
-            if doubles:  # the block's best few swaps, improving or not, for the double moves
-                top = smallest(delta.ravel(), _NEAR_PER_BLOCK)
-                a, b = np.unravel_index(top, delta.shape)
-                near.append((rows[a], cand[b], delta[a, b]))
+
+        def evaluate(blocks):  # noqa: ANN001, ANN202 - exact Eq. 9 change of every swap in the blocks
+            nonlocal best
+            for rows, cand in blocks:
+                if time.perf_counter() >= deadline:
+                    return
+                l1 = np.abs(deviation + p_front[rows][:, None, :] - p_front[cand][None, :, :]).sum(axis=2)
+                delta = c_front[cand][None, :] - c_front[rows][:, None] + lam * (l1 - base)
+                a, b = np.unravel_index(np.argmin(delta), delta.shape)
+                if delta[a, b] < best[0]:
+                    best = (float(delta[a, b]), int(rows[a]), int(cand[b]))
+                if doubles:  # the block's best few swaps, improving or not, for the double moves
+                    top = smallest(delta.ravel(), _NEAR_PER_BLOCK)
+                    a, b = np.unravel_index(top, delta.shape)
+                    near.append((rows[a], cand[b], delta[a, b]))
+
+        evaluate((outs[lo : lo + chunk], ins) for lo in range(0, outs.size, chunk))
+        if best[0] >= -1e-12 and group > 0:  # only then the same-class swaps (C blocks: costly when C is large)
+            evaluate((g_out[smallest(drop[g_out], group)], g_in[smallest(add[g_in], group)])
+                     for members in groups
+                     for g_in, g_out in [(members[~inside[members]], members[inside[members]])]
+                     if g_in.size and g_out.size)
         if best[0] < -1e-12:
             moves = [best[1:]]
         elif doubles and near and time.perf_counter() < deadline:
