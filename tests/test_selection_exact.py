@@ -263,3 +263,19 @@ def test_double_move_applies_two_swaps_that_only_help_together():
     assert swap_search(*args).tolist() == [2, 3]
     exact = balanced_select(cost, probs, 2, omega, 1.0)
     assert exact.indices.tolist() == [2, 3] and exact.objective == pytest.approx(-0.1)
+
+
+def test_restricted_lp_is_not_started_when_its_setup_would_overrun_the_deadline():
+    from cbal_lightning.selection.lp import LinearRelaxation
+
+    rng = np.random.default_rng(6)
+    n, n_classes, budget = 20_000, 100, 2000  # ~0.6M non-zeros in the first restricted LP: ~0.2 s to set up
+    probs = rng.dirichlet(np.full(n_classes, 0.3), size=n)
+    lp = LinearRelaxation((probs * np.log(probs + 1e-300)).sum(axis=1) + 1.0, probs,
+                          np.full(n_classes, budget / n_classes), budget, 1.0)
+    calls = []
+    lp._solve_restricted = lambda columns, limit: calls.append(limit)
+    start = time.perf_counter()
+    lp.solve(start + 0.05)
+    assert calls == [] and not lp.restricted and not lp.solved
+    assert time.perf_counter() - start < 0.5
