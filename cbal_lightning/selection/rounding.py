@@ -15,6 +15,7 @@ from cbal_lightning.selection.lp import smallest
 __all__ = ["lp_rounding", "balanced_greedy", "swap_search"]
 
 _TERMS = 4_000_000  # (out, in, class) terms per chunk of swap evaluation
+_NEAR_PER_BLOCK = 20  # best swaps kept per evaluated block as candidates for the double moves
 
 
 def lp_rounding(x: np.ndarray, rc: np.ndarray, budget: int) -> np.ndarray:
@@ -77,13 +78,28 @@ def swap_search(
     deadline: float,
     *,
     pool: int = 200,
+    group: int = 40,
+    doubles: int = 400,
     max_rounds: int = 500,
 ) -> np.ndarray:
     """Best-improvement swaps (one row out, one in) among the ``frontier`` rows, on the exact Eq. 9 objective.
 
-    Each round ranks the frontier by the exact change of a single removal and of a single addition, then
-    evaluates all ``pool x pool`` swaps of the best-ranked ones exactly and applies the best improving one.
-    Stops when none improves, after ``max_rounds`` or at ``deadline``. Returns the sorted selection.
+    Each round evaluates two neighbourhoods exactly (the second only when the first has no improving swap) and
+    applies the best improving swap:
+
+    * the ``pool x pool`` swaps of the rows ranked best by the exact change of a single removal and of a
+      single addition;
+    * every swap within one predicted class (same arg-max of ``P``) among the ``group`` selected and the
+      ``group`` unselected frontier rows of that class nearest the frontier: ``P_out - P_in`` is then small,
+      which is what trims the residual deviations ``Omega - P^T z`` of an LP rounding when most classes sit
+      exactly on their targets (cycle 1, ``Omega = b/C``). A single-move ranking never proposes these pairs:
+      alone, each move shifts a whole unit of mass.
+
+    When no single swap improves, a *double move* is tried: two of the ``doubles`` best (non-improving) swaps
+    applied together, on disjoint rows, evaluated exactly (their deviation changes can cancel where neither
+    helps alone; measured at CIFAR-10-LT size, IF 1, cycle 3, lam 3: gap 1.19e-4 -> 9.1e-5).
+
+    Stops when neither improves, after ``max_rounds`` or at ``deadline``. Returns the sorted selection.
 
     Example:
         >>> probs = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
@@ -97,6 +113,9 @@ def swap_search(
     p_front = probs[frontier]  # in the dtype of probs (float32 stays float32)
     c_front = cost[frontier]
     chunk = max(1, _TERMS // (pool * probs.shape[1]))
+    classes = p_front.argmax(axis=1)  # frontier positions are ordered as `frontier`, i.e. by row index
+    order = np.argsort(classes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1) if order.size else []
     for _ in range(max_rounds):
         if time.perf_counter() >= deadline:
             break
@@ -108,17 +127,70 @@ def swap_search(
         ins, outs = ins[np.isfinite(add[ins])], outs[np.isfinite(drop[outs])]
         if ins.size == 0 or outs.size == 0:
             break
-        best = (0.0, -1, -1)
-        for lo in range(0, outs.size, chunk):
-            rows = outs[lo : lo + chunk]
-            l1 = np.abs(deviation + p_front[rows][:, None, :] - p_front[ins][None, :, :]).sum(axis=2)
-            delta = c_front[ins][None, :] - c_front[rows][:, None] + lam * (l1 - base)
-            a, b = np.unravel_index(np.argmin(delta), delta.shape)
-            if delta[a, b] < best[0]:
-                best = (float(delta[a, b]), int(rows[a]), int(ins[b]))
-        if best[0] >= -1e-12:
+        best, near = (0.0, -1, -1), []
+
+        def evaluate(blocks):  # noqa: ANN001, ANN202 - exact Eq. 9 change of every swap in the blocks
+            nonlocal best
+            for rows, cand in blocks:
+                if time.perf_counter() >= deadline:
+                    return
+                l1 = np.abs(deviation + p_front[rows][:, None, :] - p_front[cand][None, :, :]).sum(axis=2)
+                delta = c_front[cand][None, :] - c_front[rows][:, None] + lam * (l1 - base)
+                a, b = np.unravel_index(np.argmin(delta), delta.shape)
+                if delta[a, b] < best[0]:
+                    best = (float(delta[a, b]), int(rows[a]), int(cand[b]))
+                if doubles:  # the block's best few swaps, improving or not, for the double moves
+                    top = smallest(delta.ravel(), _NEAR_PER_BLOCK)
+                    a, b = np.unravel_index(top, delta.shape)
+                    near.append((rows[a], cand[b], delta[a, b]))
+
+        evaluate((outs[lo : lo + chunk], ins) for lo in range(0, outs.size, chunk))
+        if best[0] >= -1e-12 and group > 0:  # only then the same-class swaps (C blocks: costly when C is large)
+            evaluate((g_out[smallest(drop[g_out], group)], g_in[smallest(add[g_in], group)])
+                     for members in groups
+                     for g_in, g_out in [(members[~inside[members]], members[inside[members]])]
+                     if g_in.size and g_out.size)
+        if best[0] < -1e-12:
+            moves = [best[1:]]
+        elif doubles and near and time.perf_counter() < deadline:
+            moves = _best_double(near, p_front, c_front, deviation, lam, doubles, deadline)
+            if not moves:
+                break
+        else:
             break
-        _, leave, enter = best
-        selected[frontier[leave]], selected[frontier[enter]] = False, True
-        deviation += p_front[leave] - p_front[enter]
+        for leave, enter in moves:
+            selected[frontier[leave]], selected[frontier[enter]] = False, True
+            deviation += p_front[leave] - p_front[enter]
     return np.flatnonzero(selected)
+
+
+def _best_double(
+    near: list[tuple[np.ndarray, np.ndarray, np.ndarray]], p_front: np.ndarray, c_front: np.ndarray,
+    deviation: np.ndarray, lam: float, keep: int, deadline: float,
+) -> list[tuple[int, int]]:
+    """The best improving pair of swaps among the ``keep`` best single swaps in ``near`` (out, in, delta), on
+    disjoint rows, by the exact change of Eq. 9; [] if no pair improves (before ``deadline``)."""
+    outs, ins, delta = (np.concatenate(part) for part in zip(*near))
+    top = smallest(delta, keep)
+    outs, ins = outs[top], ins[top]
+    shift = np.asarray(p_front[outs], dtype=np.float64) - p_front[ins]  # change of Omega - P^T z per swap
+    cost_change = c_front[ins] - c_front[outs]
+    base = np.abs(deviation).sum()
+    chunk = max(1, _TERMS // 4 // (outs.size * deviation.size))  # one float64 temporary of <= 8 MB
+    best = (-1e-12, -1, -1)
+    for lo in range(0, outs.size, chunk):
+        if time.perf_counter() >= deadline:
+            break
+        hi = min(lo + chunk, outs.size)
+        terms = shift[lo:hi, None, :] + shift[None, :, :]
+        terms += deviation
+        l1 = np.abs(terms, out=terms).sum(axis=2)
+        total = cost_change[lo:hi, None] + cost_change[None, :] + lam * (l1 - base)
+        clash = (outs[lo:hi, None] == outs[None, :]) | (ins[lo:hi, None] == ins[None, :])
+        total[clash] = np.inf
+        a, b = np.unravel_index(np.argmin(total), total.shape)
+        if total[a, b] < best[0]:
+            best = (float(total[a, b]), lo + int(a), int(b))
+    if best[1] < 0:
+        return []
+    return [(int(outs[best[1]]), int(ins[best[1]])), (int(outs[best[2]]), int(ins[best[2]]))]
