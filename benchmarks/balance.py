@@ -22,7 +22,6 @@ Prints a table per dataset and writes JSON (every pick count, estimate and timin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -234,13 +233,18 @@ def main(argv: list[str] | None = None) -> None:
     records = [r for name in args.datasets for seed in args.seeds for r in run_dataset(name, seed, args)]
     text = "\n".join(table(records, name) for name in args.datasets)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_results(args, start, text, records)
+
+
+def save_results(args: argparse.Namespace, start: float, table_text: str, records: list[dict[str, Any]]) -> None:
+    """Write ``args.out``: the command, the arguments, the machine and its load, the wall time, the table, the records."""
     from cbal_lightning.io import atomic_write_json
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {
         "command": " ".join(["python", *sys.argv]), "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
-        "wall_seconds": time.perf_counter() - start, "table": text, "records": records,
+        "wall_seconds": time.perf_counter() - start, "table": table_text, "records": records,
     })
 
 

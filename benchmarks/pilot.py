@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 import warnings
@@ -39,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from balance import make_datamodule, predict, train  # noqa: E402
+from balance import make_datamodule, predict, save_results, train  # noqa: E402
 
 TAIL = list(range(5, 10))
 
@@ -236,13 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     records = [r for seed in args.seeds for r in run_seed(seed, args)]
     text = table(records)
     print(text)
-    from cbal_lightning.io import atomic_write_json
-
-    atomic_write_json(args.out, {
-        "command": " ".join(["python", *sys.argv]), "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
-        "wall_seconds": time.perf_counter() - start, "table": text, "records": records,
-    })
+    save_results(args, start, text, records)
 
 
 if __name__ == "__main__":
