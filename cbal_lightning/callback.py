@@ -475,10 +475,9 @@ class ActiveLearningCallback(Callback):
         if not (dm.targets[indices] == UNKNOWN).any():
             return None
         result: tuple[np.ndarray | None, str] = (None, "")
+        assert isinstance(self.oracle, HumanOracle)  # _resolve_oracle refused any other with unknown labels pending
         if trainer.is_global_zero:
-            if not isinstance(self.oracle, HumanOracle):
-                result = (None, f"oracle: the checkpoint waits for people's labels of cycle {cycle}; pass oracle=HumanOracle().")
-            elif not self.oracle.ready(self.run_dir, cycle):
+            if not self.oracle.ready(self.run_dir, cycle):
                 files = self.oracle.files(self.run_dir, cycle)
                 result = (None, f"the query of cycle {cycle} waits for labels: fill every 'label' of {files.csv}, or save "
                                 f"Label Studio's JSON export as {files.label_studio_export}, then run this fit again.")
