@@ -41,11 +41,17 @@ import numpy as np
 
 from cbal_lightning.io import atomic_write, atomic_write_json
 
-__all__ = ["QueryFiles", "query_files", "write_query", "read_answers", "answers_ready"]
+__all__ = ["QueryFiles", "query_files", "write_query", "read_answers", "answers_ready", "class_names"]
 
 _SHOWN_ERRORS = 10
 _FROM_NAME = "label"  # the Choices control of the Label Studio interface
 _TO_NAME = "image"
+
+
+def class_names(dm: Any) -> list[str]:
+    """A datamodule's class names (``dm.classes``), or the class numbers as text when it has none."""
+    names = getattr(dm, "classes", None)
+    return [str(c) for c in names] if names else [str(c) for c in range(dm.num_classes)]
 
 
 @dataclass(frozen=True)

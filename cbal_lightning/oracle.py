@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cbal_lightning.label_files import QueryFiles, answers_ready, query_files, read_answers, write_query
+from cbal_lightning.label_files import QueryFiles, answers_ready, class_names, query_files, read_answers, write_query
 from cbal_lightning.pools import UNKNOWN
 
 __all__ = ["Oracle", "SimulatedOracle", "HumanOracle", "QUERIES_FOLDER"]
@@ -69,7 +69,7 @@ class HumanOracle(Oracle):
         rows = np.isin(np.asarray(indices), unknown)
         images = getattr(dm.eval_dataset(unknown), "images", None)
         return write_query(
-            run_dir / QUERIES_FOLDER, cycle, unknown, classes=_class_names(dm),
+            run_dir / QUERIES_FOLDER, cycle, unknown, classes=class_names(dm),
             image=None if images is None else (lambda i: images[i]),
             paths=getattr(images, "paths", None), predicted=np.asarray(predicted)[rows],
             thumb_size=self.thumb_size, label_studio_root=self.label_studio_root,
@@ -95,7 +95,7 @@ class HumanOracle(Oracle):
         unknown = labels == UNKNOWN
         if unknown.any():
             found, given = read_answers(
-                run_dir / QUERIES_FOLDER, cycle, classes=_class_names(dm), unlabeled=dm.pools.unlabeled_indices(),
+                run_dir / QUERIES_FOLDER, cycle, classes=class_names(dm), unlabeled=dm.pools.unlabeled_indices(),
                 labeled_cycles=lambda i: int(dm.pools.cycle_of([i])[0]) if 0 <= i < len(dm.pools) else -1,
                 indices=indices[unknown],
             )
@@ -103,7 +103,3 @@ class HumanOracle(Oracle):
             labels[unknown] = [answer[i] for i in indices[unknown].tolist()]
         return labels
 
-
-def _class_names(dm: Any) -> list[str]:
-    names = getattr(dm, "classes", None)
-    return [str(c) for c in names] if names else [str(c) for c in range(dm.num_classes)]

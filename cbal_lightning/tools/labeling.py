@@ -21,17 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cbal_lightning.label_files import QueryFiles, read_answers, write_query
+from cbal_lightning.label_files import QueryFiles, class_names, read_answers, write_query
 from cbal_lightning.query import choose_batch, score_pool
 from cbal_lightning.scoring import Entropy
 from cbal_lightning.selection import ClassBalanced
 
 __all__ = ["export_query", "read_labels", "import_labels", "propose_query"]
 
-
-def _class_names(dm: Any) -> list[str]:
-    names = getattr(dm, "classes", None)
-    return [str(c) for c in names] if names else [str(c) for c in range(dm.num_classes)]
 
 
 def _as_indices(indices: Any) -> np.ndarray:
@@ -73,7 +69,7 @@ def export_query(
     if outside.size:
         raise ValueError(f"indices not in the unlabeled pool (already labeled, cut by the imbalance or out of range): "
                          f"{outside[:10].tolist()} ({outside.size} in all)")
-    names = _class_names(dm)
+    names = class_names(dm)
     if predicted is not None:
         pred = _as_indices(predicted)
         if len(pred) != len(idx):
@@ -95,7 +91,7 @@ def read_labels(
     See :func:`cbal_lightning.label_files.read_answers`; ``indices`` (the exported ones) stand in for a lost manifest.
     """
     return read_answers(
-        out_dir, cycle, classes=_class_names(dm), unlabeled=dm.pools.unlabeled_indices(),
+        out_dir, cycle, classes=class_names(dm), unlabeled=dm.pools.unlabeled_indices(),
         labeled_cycles=lambda i: int(dm.pools.cycle_of([i])[0]) if 0 <= i < len(dm.pools) else -1, indices=indices,
     )
 
