@@ -269,7 +269,7 @@ class ActiveLearningCallback(Callback):
         labels are unknown, ask for them and stop the fit (the next fit from the saved checkpoint goes on)."""
         assert self.epochs_per_cycle is not None
         last_epoch = trainer.current_epoch + 1 == (self.cycle + 1) * self.epochs_per_cycle
-        if not (self.oracle.asks_people and last_epoch and self.pending is None and self.cycle < self.cycles):
+        if not (isinstance(self.oracle, HumanOracle) and last_epoch and self.pending is None and self.cycle < self.cycles):
             return
         dm = self._datamodule(trainer)
         if not dm.pools.has_unknown:
@@ -439,7 +439,7 @@ class ActiveLearningCallback(Callback):
         unknown = len(dm.pools.unknown_indices())
         if self.oracle_arg is None:
             self.oracle = HumanOracle() if unknown else SimulatedOracle()
-        elif unknown and not self.oracle.asks_people:
+        elif unknown and not isinstance(self.oracle, HumanOracle):
             raise ValueError(
                 f"oracle: {self.oracle!r} reveals labels the dataset has, but {unknown} pool samples have none; pass "
                 "oracle=HumanOracle() (people label the queries through files) or leave oracle unset."
@@ -551,7 +551,7 @@ class ActiveLearningCallback(Callback):
         """Samples the query labels at random first (0: none): only while a balanced selector that estimates the
         prior has no estimate yet, and only when the labels are at hand (a simulated oracle)."""
         balances = self.selector.prior == "estimate" and getattr(self.selector, "lam", 0) > 0
-        if not balances or shift.pool_prior is not None or self.oracle.asks_people:
+        if not balances or shift.pool_prior is not None or isinstance(self.oracle, HumanOracle):
             return 0
         assert self.budget is not None
         return pilot_size(self.pilot_fraction, self.budget, dm.num_classes)

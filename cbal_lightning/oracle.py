@@ -29,9 +29,7 @@ QUERIES_FOLDER = "queries"  # inside the run directory
 
 
 class Oracle:
-    """Base class: whether the oracle can answer queries of samples whose label nobody knows."""
-
-    asks_people: bool = False
+    """Base class of the oracles: :class:`SimulatedOracle` or :class:`HumanOracle`."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -49,8 +47,6 @@ class HumanOracle(Oracle):
         label_studio_root: the folder Label Studio serves local files from (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``);
             image URLs in the import file are relative to it. Default ``/``.
     """
-
-    asks_people = True
 
     def __init__(self, thumb_size: int = 96, label_studio_root: str | None = None) -> None:
         if isinstance(thumb_size, bool) or not isinstance(thumb_size, int) or thumb_size < 8:
