@@ -14,7 +14,7 @@ along the corrected CB's picks, cycle-0 training holds out ``--calibration-fract
 callback's opt-in ``calibration_fraction`` does (so query 1's "CB-corrected" is that path; the library default's
 query 1 is "CB-paper"), and the estimators are compared by their total-variation error.
 
-    python benchmarks/balance.py [--seeds 5 6] [--queries 3] [--epochs 10] [--lams 1 3] [--out benchmarks/results/balance.json]
+    python benchmarks/balance.py [--seeds 5 6] [--queries 3] [--epochs 10] [--lams 1 3 auto] [--out benchmarks/results/balance.json]
 
 Prints a table per dataset and writes JSON (every pick count, estimate and timing).
 """
@@ -35,6 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments" / "real_data"))
+
+from cbal_lightning.selection import parse_lam  # noqa: E402
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -86,7 +88,7 @@ def predict(model: Any, dm: Any, indices: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def select_all(
     scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, shift: Any, truth: np.ndarray,
-    lams: list[float], seed: int,
+    lams: list[float | str], seed: int,
 ) -> dict[str, np.ndarray]:
     """Row positions picked by every method on one snapshot."""
     from cbal_lightning.selection import ClassBalanced, PseudoLabelQuota, TopK
@@ -100,7 +102,7 @@ def select_all(
     for lam in lams:
         for name, prior in (("paper", None), ("corrected", "estimate"), ("oracle", oracle)):
             selector = ClassBalanced(lam=lam, prior=prior, time_limit=10.0)
-            picks[f"CB-{name} lam={lam:g}"] = selector.select(scores, probs, budget, omega, prior_shift=shift).indices
+            picks[f"CB-{name} lam={lam if isinstance(lam, str) else format(lam, 'g')}"] = selector.select(scores, probs, budget, omega, prior_shift=shift).indices
     return picks
 
 
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=10, help="SmallCNN epochs per cycle on CIFAR-10")
     p.add_argument("--digits-epochs", type=int, default=15)
     p.add_argument("--budget", type=int, default=500, help="CIFAR-10 samples per query (digits: 5 %% of train)")
-    p.add_argument("--lams", type=float, nargs="+", default=[1.0, 3.0])
+    p.add_argument("--lams", type=parse_lam, nargs="+", default=[1.0, 3.0], help="numbers, or auto (the library default)")
     p.add_argument("--trajectory-lam", type=float, default=3.0, help="the corrected CB whose picks grow the labeled set")
     p.add_argument("--calibration-fraction", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)

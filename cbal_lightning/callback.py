@@ -550,7 +550,7 @@ class ActiveLearningCallback(Callback):
     def _pilot_size(self, dm: Any, shift: PriorShift) -> int:
         """Samples the query labels at random first (0: none): only while a balanced selector that estimates the
         prior has no estimate yet, and only when the labels are at hand (a simulated oracle)."""
-        balances = self.selector.prior == "estimate" and getattr(self.selector, "lam", 0) > 0
+        balances = self.selector.prior == "estimate" and self.selector.balances
         if not balances or shift.pool_prior is not None or isinstance(self.oracle, HumanOracle):
             return 0
         assert self.budget is not None

@@ -53,7 +53,7 @@ def test_active_learning_callback(name: str, value) -> None:
 def test_class_balanced(name: str, value) -> None:
     if _works_or_names(lambda: ClassBalanced(**{name: value}), name):
         selector = ClassBalanced(**{name: value})
-        assert selector.lam >= 0 and selector.time_limit > 0 and selector.workers >= 1
+        assert (selector.lam == "auto" or selector.lam >= 0) and selector.time_limit > 0 and selector.workers >= 1
 
 
 @SETTINGS

@@ -1,4 +1,5 @@
-"""Lambda sweep (paper Sec. 4, Fig. 4): monotone parts of the objective, the choice rule, the end-to-end command."""
+"""Lambda sweep (paper Sec. 4, Fig. 4): monotone parts of the objective, the choice rule, ``lam="auto"`` at every
+query, the end-to-end command."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import pytest
 import yaml
 
 from cbal_lightning.tools.cli import main
-from cbal_lightning.tools.lambda_sweep import (
-    widen_until_converged,
+from cbal_lightning.selection import ClassBalanced, class_targets
+from cbal_lightning.selection.lambda_rule import (
+    AUTO_LAMS,
+    AUTO_REL_GAP,
+    ATOL,
+    auto_lambda_select,
     choose_lambda,
     lambda_converged,
-    plot_lambda_sweep,
-    reference_points,
     sweep_lambda,
-    sweep_table,
+    widen_until_converged,
 )
-from cbal_lightning.selection import class_targets
+from cbal_lightning.tools.lambda_sweep import plot_lambda_sweep, reference_points, sweep_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +86,9 @@ def test_choose_lambda_rule() -> None:
         return [{"lam": 0.5 * k, "l1": v} for k, v in enumerate(values)]
 
     assert choose_lambda(pts([10, 6, 3, 2.95, 2.95, 2.92])) == 1.0  # 3 - 2.92 = 0.08 <= 0.01 * 10
-    assert choose_lambda(pts([10, 6, 3, 2.95, 2.95, 2.92]), tol=0.001) == 2.5  # 0.03 > 0.01: keeps going
+    assert choose_lambda(pts([10, 6, 3, 2.95, 2.95, 2.92]), tol=0.001, atol=0) == 2.5  # 0.03 > 0.01: keeps going
+    assert choose_lambda(pts([10, 6, 3, 2.95, 2.95, 2.92]), tol=0.001) == 1.0  # but 0.08 < half a sample (ATOL)
+    assert choose_lambda(pts([2, 0.4, 0.1, 0.0])) == 0.5 and lambda_converged(pts([2, 0.6, 0.4]))  # within ATOL of 0
     assert choose_lambda(pts([10, 6, 3, 3, 3, 1])) == 2.5  # a late drop counts: "no longer diminishes"
     assert choose_lambda(pts([0, 0, 0])) == 0.0  # already balanced
     assert choose_lambda(list(reversed(pts([5, 1, 1])))) == 0.5  # order of the results does not matter
@@ -140,3 +145,53 @@ def test_widening_stops_where_the_l1_part_converges_or_at_max_lam() -> None:
     results, converged = widen_until_converged(cost, probs, 4, omega, grid, max_lam=100.0)
     assert converged and [r["lam"] for r in results] == [0.0, 0.5, 1.0, 2.0]
     assert results[-1]["l1"] == pytest.approx(results[-2]["l1"])
+
+
+def test_auto_lambda_is_the_rule_over_the_grid() -> None:
+    cost, probs, budget, omega = _long_tailed_problem(n=200, budget=60, seed=1)  # rare classes cannot fill Omega
+    full, converged = widen_until_converged(
+        cost, probs, budget, omega, sweep_lambda(cost, probs, budget, omega, AUTO_LAMS, rel_gap=AUTO_REL_GAP),
+        max_lam=1024.0, rel_gap=AUTO_REL_GAP)
+    chosen = choose_lambda(full)
+    assert converged and 0 < chosen < max(r["lam"] for r in full)  # the rule chose inside the grid
+    sel = ClassBalanced().select(-cost, probs, budget, omega)  # lam="auto" is the default
+    assert sel.lam == chosen
+    at_chosen = next(r for r in full if r["lam"] == chosen)
+    assert sel.l1_deviation == pytest.approx(at_chosen["l1"], abs=1e-6)
+    assert sel.objective == pytest.approx(sel.cost_term + chosen * sel.l1_deviation)
+    assert sel.l1_deviation < 0.7 * full[0]["l1"]  # and the chosen selection balances (as far as the pool allows)
+    assert sel.timings["total"] >= sel.timings["lp"]  # the whole sweep's time
+
+
+def test_auto_lambda_stops_once_balanced_within_half_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cbal_lightning.selection.lambda_rule as rule
+
+    solved = []
+    solve = rule.balanced_select
+    monkeypatch.setattr(rule, "balanced_select", lambda *a, **k: solved.append(a[4]) or solve(*a, **k))
+    cost, probs, budget, omega = _long_tailed_problem(n=200, budget=20, seed=1)  # Omega reachable
+    sel = auto_lambda_select(cost, probs, budget, omega)
+    assert sel.l1_deviation <= ATOL and sel.lam == 1.0  # lambda 0.5 leaves 1.02, lambda 1 0.32
+    assert solved == [0.0, 0.25, 0.5, 1.0]  # no larger lambda can lower it by more than ATOL: not solved
+
+
+def test_auto_lambda_widens_a_grid_that_has_not_converged() -> None:
+    probs = np.array([[0.9, 0.1]] * 6 + [[0.45, 0.55]] * 2 + [[0.1, 0.9]] * 2)
+    cost = -np.array([0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.1, 0.05, 0.0, 0.0])  # the rare class costs much score
+    sel = auto_lambda_select(cost, probs, 4, np.array([2.0, 2.0]), lams=[0.0, 0.5])  # L1 part 3.2, 1.6: falling
+    assert sel.lam == 1.0 and sel.indices.tolist() == [0, 1, 8, 9]  # doubled to 1 (L1 0) and 2 (0): 1 chosen
+
+
+def test_auto_lambda_keeps_to_its_time_limit() -> None:
+    cost, probs, budget, omega = _long_tailed_problem(n=20_000, budget=2_000, seed=3, classes=20)
+    with pytest.warns(RuntimeWarning, match="cut the lambda sweep"):
+        sel = auto_lambda_select(cost, probs, budget, omega, time_limit=0.05)
+    assert sel.fallback == "time_limit" and sel.timings["total"] < 0.05 + 1.5  # contract +0.5 s; margin for load
+    assert len(sel.indices) == budget and sel.lam in AUTO_LAMS
+
+
+def test_class_balanced_lam_argument() -> None:
+    assert ClassBalanced().lam == "auto" and ClassBalanced(lam=2).lam == 2.0
+    assert ClassBalanced().balances and ClassBalanced(lam=0.5).balances and not ClassBalanced(lam=0).balances
+    with pytest.raises(ValueError, match="lam.*'auto'"):
+        ClassBalanced(lam="automatic")

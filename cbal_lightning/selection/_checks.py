@@ -74,6 +74,20 @@ def check_lam(lam: float) -> float:
     return float(lam)
 
 
+def check_lam_arg(lam: float | str) -> float | str:
+    """A selector's ``lam``: a finite non-negative float, or ``"auto"`` (the paper's rule at every query)."""
+    if isinstance(lam, str) and lam == "auto":
+        return lam
+    if isinstance(lam, str):
+        raise ValueError(f"lam must be a finite number >= 0 or 'auto', got {lam!r}")
+    return check_lam(lam)
+
+
+def parse_lam(text: str) -> float | str:
+    """A ``--lam`` command-line value: ``"auto"`` or a number (checked by :func:`check_lam_arg`)."""
+    return check_lam_arg(text if text == "auto" else float(text))
+
+
 def check_time_limit(time_limit: float) -> float:
     """A positive number of seconds."""
     if isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real) or not time_limit > 0 or math.isnan(time_limit):

@@ -12,13 +12,18 @@ from typing import Literal, Union
 
 import numpy as np
 
-from cbal_lightning.selection._checks import check_lam, check_time_limit, check_workers
+from cbal_lightning.selection._checks import check_lam_arg, check_time_limit, check_workers
 from cbal_lightning.selection.baselines import pseudo_label_quota, top_b
 from cbal_lightning.selection.engine import balanced_select
+from cbal_lightning.selection.lambda_rule import auto_lambda_select
 from cbal_lightning.selection.prior import PriorShift
 from cbal_lightning.selection.result import Selection
 
-__all__ = ["Selector", "TopK", "ClassBalanced", "PseudoLabelQuota", "PriorArg", "check_prior_arg"]
+__all__ = ["Selector", "TopK", "ClassBalanced", "PseudoLabelQuota", "PriorArg", "LamArg", "check_prior_arg"]
+
+LamArg = Union[float, Literal["auto"]]
+"""A balance weight: a number >= 0, or ``"auto"``: the paper's lambda rule applied at every query
+(:func:`~cbal_lightning.selection.lambda_rule.auto_lambda_select`)."""
 
 PriorArg = Union[Literal["estimate"], Sequence[float], None]
 """How a balanced selector treats the pool's class prior: ``"estimate"`` corrects ``P`` with the estimate the
@@ -54,6 +59,12 @@ class Selector(ABC):
 
     needs_embeddings: bool = False
     prior: PriorArg = None
+
+    @property
+    def balances(self) -> bool:
+        """Whether the selection has a balance term weighted by ``lam`` (``lam > 0`` or ``"auto"``)."""
+        lam = getattr(self, "lam", 0.0)
+        return lam == "auto" or lam > 0
 
     @abstractmethod
     def select(
@@ -113,40 +124,43 @@ class ClassBalanced(Selector):
     can be balanced while the true labels are not (docs/prior.md). ``prior=None`` is the paper's Eq. 8 exactly.
 
     Args:
-        lam: weight of the balance term ``||Omega - P^T z||_1``; the official code used 0.6 (CIFAR-10) and 2
-            (CIFAR-100) with entropy scores. The balance term counts samples, so ``lam`` trades one unit of
-            score against one expected sample of imbalance: rescale it if your scores live on another scale.
-        time_limit: seconds for the solver; on time-out the best feasible selection is returned and flagged.
+        lam: weight of the balance term ``||Omega - P^T z||_1``. ``"auto"`` (default): at every query, the
+            smallest lambda after which the L1 part stops falling, the paper's rule for choosing lambda (Sec. 4,
+            Fig. 4) over a doubling grid (:func:`~cbal_lightning.selection.lambda_rule.auto_lambda_select`); the
+            chosen value is logged as ``lam``. A number fixes it: the official code used 0.6 (CIFAR-10) and 2
+            (CIFAR-100) with entropy scores and the uncorrected ``P``. The balance term counts samples, so ``lam``
+            trades one unit of score against one expected sample of imbalance.
+        time_limit: seconds for the solver (with ``"auto"``: for the whole sweep); on time-out the best feasible
+            selection is returned and flagged.
         workers: accepted for configs written for the former CP-SAT search; the engine is deterministic.
         prior: ``"estimate"`` (default): correct ``P`` with the pool prior the callback estimates; a sequence: a
-            known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction).
+            known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction, with the
+            paper's fixed ``lam``).
 
     Example:
         >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]])
         >>> ClassBalanced(lam=1.0).select(np.array([0.5, 0.6, 0.1]), probs, 2, np.array([1.0, 1.0])).indices
         array([0, 2])
+        >>> ClassBalanced().select(np.array([0.5, 0.6, 0.1]), probs, 2, np.array([1.0, 1.0])).lam  # "auto"
+        0.5
     """
 
     def __init__(
-        self, lam: float = 1.0, time_limit: float = 30.0, workers: int = 2, prior: PriorArg = "estimate"
+        self, lam: LamArg = "auto", time_limit: float = 30.0, workers: int = 2, prior: PriorArg = "estimate"
     ) -> None:
-        self.lam = check_lam(lam)  # refused at construction, not after a cycle of training
+        self.lam = check_lam_arg(lam)  # refused at construction, not after a cycle of training
         self.time_limit = check_time_limit(time_limit)
         self.workers = check_workers(workers)
         self.prior = check_prior_arg(prior)
 
     def select(self, scores: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray, *, seed: int = 0,
                prior_shift: PriorShift | None = None, **_: object) -> Selection:
-        return balanced_select(
-            -np.asarray(scores, dtype=np.float64),
-            self.balance_probs(probs, prior_shift),  # Eq. 8 with P corrected for label shift (prior=None: as is)
-            budget,
-            omega,
-            self.lam,
-            time_limit=self.time_limit,
-            workers=self.workers,
-            seed=seed,
-        )
+        cost = -np.asarray(scores, dtype=np.float64)
+        counted = self.balance_probs(probs, prior_shift)  # Eq. 8 with P corrected for label shift (prior=None: as is)
+        if self.lam == "auto":
+            return auto_lambda_select(cost, counted, budget, omega, time_limit=self.time_limit)
+        return balanced_select(cost, counted, budget, omega, self.lam, time_limit=self.time_limit,
+                               workers=self.workers, seed=seed)
 
 
 class PseudoLabelQuota(Selector):

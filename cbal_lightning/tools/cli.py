@@ -21,6 +21,8 @@ import importlib
 import sys
 from typing import Any, Sequence
 
+from cbal_lightning.selection import parse_lam
+
 __all__ = ["main"]
 
 # Subcommands whose arguments live in their own module, imported only when that subcommand runs, so that
@@ -58,7 +60,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--cycles", type=int, default=4)
     demo.add_argument("--epochs", type=int, default=8, help="training epochs per cycle")
     demo.add_argument("--imbalance-factor", type=float, default=0.1)
-    demo.add_argument("--lam", type=float, default=1.0, help="lambda of Entropy-CB (Eq. 8)")
+    demo.add_argument("--lam", type=parse_lam, default="auto",
+                      help="lambda of Entropy-CB (Eq. 8): a number, or auto (the paper's rule at every query; default)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--accelerator", default="auto")
 

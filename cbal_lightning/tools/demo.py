@@ -17,12 +17,12 @@ from cbal_lightning.models import ImageClassifier
 from cbal_lightning.tools.plots import plot_accuracy, plot_class_distribution
 from cbal_lightning.scoring import Entropy, Random
 from cbal_lightning.selection import l1_score
-from cbal_lightning.selection.selectors import ClassBalanced, TopK
+from cbal_lightning.selection.selectors import ClassBalanced, LamArg, TopK
 
 __all__ = ["run_demo", "results_table"]
 
 
-def _methods(seed: int, lam: float) -> dict[str, tuple[Any, Any]]:
+def _methods(seed: int, lam: LamArg) -> dict[str, tuple[Any, Any]]:
     return {
         "Random": (Random(seed=seed), TopK()),
         "Entropy": (Entropy(), TopK()),
@@ -35,7 +35,7 @@ def run_demo(
     cycles: int = 4,
     epochs: int = 8,
     imbalance_factor: float = 0.1,
-    lam: float = 1.0,
+    lam: LamArg = "auto",
     seed: int = 0,
     accelerator: str = "auto",
 ) -> dict[str, list[dict[str, Any]]]:

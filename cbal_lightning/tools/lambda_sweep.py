@@ -1,28 +1,16 @@
-"""Choosing the balance weight lambda (paper Sec. 4 "Regularizer lambda", Fig. 4; Sec. 5.1 "Implementation details").
+"""The ``tune-lambda`` command: the paper's lambda sweep on a trained model (Sec. 4 "Regularizer lambda", Fig. 4).
 
-The paper trains a model on the initial labeled set, minimises Eq. 8 for every lambda in (0, 3), plots the two
-parts of the objective -- the entropy part ``z^T (P log P) 1`` and the L1 part ``||Omega - P^T z||_1`` -- against
-lambda, and "chooses the smallest lambda after which the L1 loss converges and does not diminish further".
+The rule itself -- sweep lambda, choose the smallest after which the L1 part ``||Omega - P^T z||_1`` no longer
+falls, widen the grid while it still falls -- is core: :mod:`cbal_lightning.selection.lambda_rule` (where
+``ClassBalanced(lam="auto")``, the default, applies it at every query). This module runs it once for an
+experiment config, as the paper did on the initial model, and draws Fig. 4:
 
-* :func:`sweep_lambda` solves Eq. 8/9 (:func:`~cbal_lightning.selection.balanced_select`) for each lambda and
-  records both parts and the L1 score (Eq. 10) of the expected counts ``P^T z``.
-* :func:`choose_lambda` makes the paper's rule precise: with ``L(lam)`` the L1 part and ``L0`` its value at the
-  smallest lambda of the grid (lambda = 0, the plain method), it returns the smallest grid lambda ``lam_k`` such
-  that no larger grid lambda lowers the L1 part by more than ``tol * L0``:
-  ``L(lam_k) - min_{j > k} L(lam_j) <= tol * L0``. Past ``lam_k`` the L1 loss has converged up to ``tol`` (1 % of
-  the plain method's imbalance by default).
-* :func:`plot_lambda_sweep` draws Fig. 4: both parts against lambda, with the plain method (lambda = 0) and the
+* :func:`plot_lambda_sweep` draws both parts against lambda, with the plain method (lambda = 0) and the
   pseudo-label quota (supplement H) as horizontal reference lines, and the chosen lambda.
-* :func:`widen_until_converged` extends the grid geometrically (x2 per step, up to ``max_lam``) while the L1 part
-  still falls between its last two lambdas, and says whether it converged.
-* :func:`tune_lambda` does all of it for an experiment config (``cbal-lightning tune-lambda --config FILE``). When
-  the config's selector corrects for the pool's class prior (``ClassBalanced(prior="estimate")``, the default),
-  the sweep balances the same corrected posteriors as the first query (docs/prior.md).
-
-Why the curves are monotone: for optimal selections ``z1``, ``z2`` at ``lam1 < lam2`` optimality gives
-``c1 + lam1 L1 <= c2 + lam1 L2`` and ``c2 + lam2 L2 <= c1 + lam2 L1``; adding them, ``(lam2 - lam1)(L2 - L1) <= 0``,
-so the L1 part never grows with lambda and then ``c1 <= c2``: the cost part never falls (the entropy of the
-selection never grows). The solver stops within a relative gap of 1e-4, so tiny violations are possible.
+* :func:`tune_lambda` trains the config's model on the initial set, scores the pool and sweeps
+  (``cbal-lightning tune-lambda --config FILE``). When the config's selector corrects for the pool's class prior
+  (``ClassBalanced(prior="estimate")``, the default), the sweep balances the same corrected posteriors as the
+  first query (docs/prior.md).
 """
 
 from __future__ import annotations
@@ -36,7 +24,15 @@ import numpy as np
 
 from cbal_lightning.io import atomic_write_json
 from cbal_lightning.tools.plots import new_figure, save_figure
-from cbal_lightning.selection import balanced_select, class_targets, l1_score, pseudo_label_quota
+from cbal_lightning.selection import balanced_select, class_targets, pseudo_label_quota
+from cbal_lightning.selection.lambda_rule import (
+    ATOL,
+    choose_lambda,
+    lambda_converged,
+    sweep_lambda,
+    sweep_point,
+    widen_until_converged,
+)
 
 __all__ = [
     "DEFAULT_LAMS",
@@ -55,130 +51,11 @@ __all__ = [
 DEFAULT_LAMS = tuple(float(x) for x in np.linspace(0.0, 3.0, 13))  # the paper's range (0, 3), step 0.25
 
 
-def _point(selection: Any, lam: float | None, name: str) -> dict[str, Any]:
-    counts = np.asarray(selection.expected_counts, dtype=np.float64)
-    return {
-        "name": name,
-        "lam": None if lam is None else float(lam),
-        "cost": float(selection.cost_term),  # z^T cost; for entropy scores z^T (P log P) 1 = -(sum of entropies)
-        "score": -float(selection.cost_term),  # sum of the selected samples' scores (entropy)
-        "l1": float(selection.l1_deviation),  # ||Omega - P^T z||_1, not weighted by lambda
-        "l1_score": l1_score(counts) if counts.size else 0.0,  # Eq. 10 on the expected counts
-        "objective": float(selection.cost_term + (lam or 0.0) * selection.l1_deviation),
-        "lower_bound": float(selection.lower_bound),  # the solver's bound: objective - lower_bound bounds the gap
-        "status": selection.status,
-        "expected_counts": counts.tolist(),
-    }
-
-
-def sweep_lambda(
-    cost: np.ndarray,
-    probs: np.ndarray,
-    budget: int,
-    omega: np.ndarray,
-    lams: Sequence[float] = DEFAULT_LAMS,
-    **solver_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Solve Eq. 8/9 for every lambda in ``lams`` (sorted ascending) and record the parts of the objective.
-
-    Args:
-        cost: (N,) per-sample cost, lower = more informative (``-entropy`` for Eq. 8).
-        probs: (N, C) softmax probabilities of the pool.
-        budget: samples per query ``b``.
-        omega: (C,) class targets (Eq. 4).
-        lams: non-negative lambdas; duplicates are dropped.
-        **solver_kwargs: passed to :func:`~cbal_lightning.selection.balanced_select` (``time_limit``, ``workers``...).
-
-    Returns:
-        One dict per lambda: ``lam``, ``cost`` (the entropy part ``sum z_i cost_i``), ``score`` (``-cost``, the
-        summed informativeness), ``l1`` (``||Omega - P^T z||_1``), ``l1_score`` (Eq. 10 of ``P^T z``),
-        ``objective``, the solver's ``lower_bound`` on it, ``status`` and ``expected_counts``.
-
-        With ``eps_k = objective_k - lower_bound_k`` (how far from optimal the solver may have stopped), the
-        monotonicity argument of the module docstring holds up to ``L(lam_j) - L(lam_k) <= (eps_j + eps_k) /
-        (lam_j - lam_k)`` for ``lam_k < lam_j``.
-    """
-    grid = sorted({float(x) for x in lams})
-    if not grid or grid[0] < 0 or not np.all(np.isfinite(grid)):
-        raise ValueError(f"lams: expected finite non-negative values, got {list(lams)!r}")
-    results = []
-    for lam in grid:
-        selection = balanced_select(cost, probs, budget, omega, lam, **solver_kwargs)
-        results.append(_point(selection, lam, f"lambda={lam:g}"))
-    return results
-
-
-def widen_until_converged(
-    cost: np.ndarray,
-    probs: np.ndarray,
-    budget: int,
-    omega: np.ndarray,
-    results: Sequence[dict[str, Any]],
-    tol: float = 0.01,
-    max_lam: float = 100.0,
-    **solver_kwargs: Any,
-) -> tuple[list[dict[str, Any]], bool]:
-    """Extend a sweep by doubling its largest lambda while the L1 part has not converged (:func:`lambda_converged`).
-
-    Returns the widened results (sorted by lambda) and whether the L1 part converged by ``max_lam``.
-
-    Example:
-        >>> probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.2, 0.8]])
-        >>> cost, omega = -np.array([0.8, 0.7, 0.6, 0.2]), np.array([1.0, 1.0])
-        >>> grid = sweep_lambda(cost, probs, 2, omega, [0, 0.25, 0.5])  # L1 part 1.6, 1.6, 0.2: still falling
-        >>> results, ok = widen_until_converged(cost, probs, 2, omega, grid)
-        >>> ok, [r["lam"] for r in results]
-        (True, [0.0, 0.25, 0.5, 1.0])
-    """
-    results = sorted(results, key=lambda r: r["lam"])
-    while not lambda_converged(results, tol) and results[-1]["lam"] < max_lam:
-        lam = min(max(2.0 * results[-1]["lam"], 0.25), max_lam)
-        results.append(sweep_lambda(cost, probs, budget, omega, [lam], **solver_kwargs)[0])
-    return results, lambda_converged(results, tol)
-
-
 def reference_points(cost: np.ndarray, probs: np.ndarray, budget: int, omega: np.ndarray) -> dict[str, dict[str, Any]]:
     """The paper's horizontal lines in Fig. 4: the plain method (top-b cost) and the pseudo-label quota (supp. H)."""
     plain = balanced_select(cost, probs, budget, omega, 0.0)
     quota = pseudo_label_quota(cost, probs, budget, omega)
-    return {"plain": _point(plain, None, "plain (lambda=0)"), "pseudo_label": _point(quota, None, "pseudo-label quota")}
-
-
-def choose_lambda(results: Sequence[dict[str, Any]], tol: float = 0.01) -> float:
-    """The smallest lambda after which the L1 part no longer diminishes (see the module docstring).
-
-    Returns the smallest grid ``lam_k`` with ``L(lam_k) - min_{j > k} L(lam_j) <= tol * L0``, where ``L0`` is the
-    L1 part at the smallest lambda of the grid. If ``L0 == 0`` (already balanced) that smallest lambda is returned.
-
-    Example:
-        >>> pts = [{"lam": l, "l1": v} for l, v in [(0, 10.0), (0.5, 6.0), (1, 3.0), (1.5, 2.95), (2, 2.95)]]
-        >>> choose_lambda(pts, tol=0.01)
-        1.0
-    """
-    if not 0 <= tol < 1:
-        raise ValueError(f"tol: expected a value in [0, 1), got {tol!r}")
-    points = sorted(results, key=lambda r: r["lam"])
-    if not points:
-        raise ValueError("results: empty sweep")
-    l1 = np.array([p["l1"] for p in points], dtype=np.float64)
-    threshold = tol * l1[0]
-    best_after = np.append(np.minimum.accumulate(l1[::-1])[::-1][1:], np.inf)  # min over j > k
-    for k, p in enumerate(points):
-        if l1[k] - best_after[k] <= threshold:
-            return float(p["lam"])
-    return float(points[-1]["lam"])  # unreachable: the last point always qualifies
-
-
-def lambda_converged(results: Sequence[dict[str, Any]], tol: float = 0.01) -> bool:
-    """Whether the L1 part has converged inside the grid: its last step falls by at most ``tol * L0``.
-
-    When it has not, :func:`choose_lambda` returns the largest lambda of the grid, and a wider grid may pick a
-    larger one.
-    """
-    points = sorted(results, key=lambda r: r["lam"])
-    if len(points) < 2:
-        return False
-    return points[-2]["l1"] - points[-1]["l1"] <= tol * points[0]["l1"]
+    return {"plain": sweep_point(plain, None, "plain (lambda=0)"), "pseudo_label": sweep_point(quota, None, "pseudo-label quota")}
 
 
 def plot_lambda_sweep(
@@ -351,7 +228,7 @@ def tune_lambda(
         for ref in references.values():
             print(f"{ref['name']:>22}: cost part {ref['cost']:.4f}, L1 part {ref['l1']:.3f}, L1 score {ref['l1_score']:.4f}")
         print(f"chosen lambda: {chosen:g} (smallest lambda after which the L1 part falls by <= {tol:g} x its value at "
-              f"lambda={results[0]['lam']:g})")
+              f"lambda={results[0]['lam']:g}, or by <= {ATOL:g} expected samples)")
         if results[-1]["lam"] > max(lams):
             print(f"the L1 part had not converged by lambda={max(lams):g}: the grid was widened to {results[-1]['lam']:g}")
         if not converged:

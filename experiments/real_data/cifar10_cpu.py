@@ -29,11 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from cbal_lightning.selection import parse_lam
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ARCHIVE = REPO / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
-METHODS = ("Entropy", "Entropy-CB", "Entropy-CB-paper", "Entropy-CB-holdout", "KCenterGreedy", "KCenterGreedy-CB")
+METHODS = ("Entropy", "Entropy-CB", "Entropy-CB-paper", "Entropy-CB-holdout", "Entropy-CB-oracle", "KCenterGreedy",
+           "KCenterGreedy-CB")
 PAIRS = (
     ("Entropy", "Entropy-CB"), ("Entropy-CB-paper", "Entropy-CB"), ("Entropy-CB-paper", "Entropy-CB-holdout"),
+    ("Entropy-CB", "Entropy-CB-oracle"),
     ("KCenterGreedy", "KCenterGreedy-CB"),
 )
 HOLDOUT = 0.2  # calibration_fraction of "Entropy-CB-holdout": the first query's prior from held-out initial labels
@@ -72,7 +76,7 @@ def extract(archive: Path, cache: Path) -> Path:
 # ----------------------------------------------------------------------------------------------- one run
 
 
-def make_method(name: str, seed: int, args: argparse.Namespace) -> tuple[Any, Any]:
+def make_method(name: str, seed: int, args: argparse.Namespace, pool_prior: Any = None) -> tuple[Any, Any]:
     from cbal_lightning.scoring import Entropy
     from cbal_lightning.selection import ClassBalanced, TopK
     from cbal_lightning.selection.kcenter import KCenterGreedy
@@ -83,6 +87,9 @@ def make_method(name: str, seed: int, args: argparse.Namespace) -> tuple[Any, An
         "Entropy-CB-holdout": lambda: (Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads)),
         "Entropy-CB-paper": lambda: (  # the paper's Eq. 8 on the uncorrected P
             Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads, prior=None)
+        ),
+        "Entropy-CB-oracle": lambda: (  # a ceiling, not a method: the pool's true class prior, known from query 1
+            Entropy(), ClassBalanced(lam=args.lam_entropy, time_limit=20.0, workers=args.threads, prior=pool_prior)
         ),
         "KCenterGreedy": lambda: (Entropy(), KCenterGreedy(lam=0.0, normalize=True)),
         "KCenterGreedy-CB": lambda: (Entropy(), KCenterGreedy(lam=args.lam_kcenter, normalize=True)),
@@ -112,7 +119,11 @@ def run_one(method: str, seed: int, root: Path, args: argparse.Namespace) -> dic
         num_classes=10, backbone=args.backbone, in_channels=3, lr=args.lr,
         milestones=(int(0.6 * epochs), int(0.8 * epochs)), channels_last=args.accelerator != "cpu",
     )
-    scorer, selector = make_method(method, seed, args)
+    pool_prior = None
+    if method == "Entropy-CB-oracle":  # the true class counts of the pool, which no real run knows
+        dm.setup("fit")
+        pool_prior = np.bincount(dm.pools.targets[dm.pools.unlabeled_indices()], minlength=10).tolist()
+    scorer, selector = make_method(method, seed, args, pool_prior)
     log_dir = Path(args.log_dir) / f"{method}_seed{seed}"
     al = ActiveLearningCallback(
         budget=args.budget, cycles=args.cycles, scorer=scorer, selector=selector, epochs_per_cycle=epochs,
@@ -301,7 +312,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imbalance-factor", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--lam-entropy", type=float, default=0.6)
+    p.add_argument("--lam-entropy", type=parse_lam, default=0.6, help="a number, or auto (the paper's rule at every query)")
     p.add_argument("--backbone", default="small_cnn", help="ImageClassifier backbone (the paper: resnet18_cifar)")
     p.add_argument("--accelerator", default="cpu", help="cpu, or gpu for experiments/gpu/")
     p.add_argument("--precision", default="32-true", help="Trainer precision (bf16-mixed on a GPU)")
