@@ -7,7 +7,8 @@ L1 loss converges and does not diminish further".
 * :func:`sweep_lambda` solves Eq. 8/9 for each lambda and records both parts.
 * :func:`choose_lambda` makes the rule precise: with ``L(lam)`` the L1 part and ``L0`` its value at the smallest
   lambda of the grid (lambda = 0, the plain method), it returns the smallest grid lambda ``lam_k`` such that no
-  larger grid lambda lowers the L1 part by more than ``tol * L0``: ``L(lam_k) - min_{j > k} L(lam_j) <= tol * L0``.
+  larger grid lambda lowers the L1 part by more than ``tol * L0`` or half an expected sample (:data:`ATOL`):
+  ``L(lam_k) - min_{j > k} L(lam_j) <= max(tol * L0, ATOL)``.
 * :func:`lambda_converged` / :func:`widen_until_converged`: whether the L1 part has stopped falling at the top of
   the grid, and a grid doubled until it has.
 * :func:`auto_lambda_select` applies the rule at every query (``ClassBalanced(lam="auto")``, the default): the
@@ -56,7 +57,6 @@ AUTO_REL_GAP = 1e-3
 """Solver gap of each ``lam="auto"`` solve. At C = 10 and lambda >= 8 on corrected posteriors a 1e-4 gap took up
 to the 10 s limit per lambda on CIFAR-10-LT pools, 1e-3 about 0.03 s; 1e-3 of the objective is well under one
 sample of imbalance there (docs/prior.md)."""
-
 
 AUTO_SOLVE_SECONDS_PER_ENTRY = 2e-6
 """Each ``lam="auto"`` solve stops after ``max(0.1, 2e-6 * N * C)`` seconds (or its share of ``time_limit``):
