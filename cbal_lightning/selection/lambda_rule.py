@@ -89,6 +89,11 @@ def _check_grid(lams: Sequence[float]) -> list[float]:
     return grid
 
 
+def _doubled(lam: float, max_lam: float) -> float:
+    """The next lambda of a widened grid: twice the top one (at least 0.25), at most ``max_lam``."""
+    return min(max(2.0 * lam, 0.25), max_lam)
+
+
 def sweep_lambda(
     cost: np.ndarray,
     probs: np.ndarray,
@@ -192,7 +197,7 @@ def widen_until_converged(
     """
     results = sorted(results, key=lambda r: r["lam"])
     while not lambda_converged(results, tol) and results[-1]["lam"] < max_lam:
-        lam = min(max(2.0 * results[-1]["lam"], 0.25), max_lam)
+        lam = _doubled(results[-1]["lam"], max_lam)
         results.append(sweep_lambda(cost, probs, budget, omega, [lam], **solver_kwargs)[0])
     return results, lambda_converged(results, tol)
 
@@ -248,7 +253,7 @@ def auto_lambda_select(
             if points[-1]["l1"] <= _threshold(points[0]["l1"], tol, ATOL):
                 break  # balanced to within the threshold: no larger lambda can change the choice
             if not queue and not lambda_converged(points, tol) and lam < max_lam:
-                queue.append(min(2.0 * lam if lam > 0 else 0.25, max_lam))
+                queue.append(_doubled(lam, max_lam))
     chosen = choose_lambda([p for p, _ in solved], tol)
     selection = next(s for p, s in solved if p["lam"] == chosen)
     timings = {**selection.timings, "total": time.perf_counter() - start}
