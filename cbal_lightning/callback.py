@@ -17,7 +17,10 @@ When people label (a pool with unknown labels, :class:`~cbal_lightning.oracle.Hu
 end of the cycle's last epoch instead: the batch is chosen, its samples without a known label are written to
 ``<run dir>/queries/cycle_<k>.csv`` (and a Label Studio import), a checkpoint ``checkpoints/query_cycle_<k>.ckpt``
 holds the model, the pools and the chosen batch, and the fit stops. Fitting again from that checkpoint reads the
-answers (validated before any training), labels the batch in cycle ``k`` and goes on.
+answers (validated before any training), labels the batch in cycle ``k`` and goes on. A first query that starts
+with a pilot (``pilot_fraction``) takes two rounds: the pilot's random samples first (``cycle_1_pilot.csv``,
+``query_cycle_1_pilot.ckpt``); the fit from that checkpoint reads them, chooses the rest of the batch with the
+prior they give, writes ``cycle_1.csv`` and stops again before any training.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from cbal_lightning.oracle import HumanOracle, Oracle, SimulatedOracle
 from cbal_lightning.pools import UNKNOWN
 from cbal_lightning.runs import CHECKPOINTS_FOLDER, RUN_FILE, method_name, new_run_dir, run_dir_source
 from cbal_lightning.query import (
-    PoolScores, choose_batch, choose_with_pilot, estimate_shift, hold_out_for_calibration, pilot_size, score_pool,
+    PoolScores, choose_batch, choose_with_pilot, draw_pilot, estimate_shift, hold_out_for_calibration, pilot_size,
+    score_pool,
 )
 from cbal_lightning.scoring import BALD, Entropy, Scorer
 from cbal_lightning.selection import l1_score
@@ -96,9 +100,9 @@ class ActiveLearningCallback(Callback):
         pilot_fraction: share of the first query's budget labeled at random before the rest is chosen (at least 5
             per class, at most half the budget): their labels estimate the pool's class prior, which corrects ``P``
             for the rest of the batch, and Eq. 4 counts them as labeled (docs/prior.md). Used when the selector
-            balances an estimated prior (``prior="estimate"``, ``lam > 0``), nothing else gave an estimate yet and the
-            oracle is simulated; people label one file round per query, so with ``HumanOracle`` the first query
-            balances the uncorrected ``P``. 0: no pilot (the first query is the paper's Eq. 8).
+            balances an estimated prior (``prior="estimate"``, ``lam > 0``) and nothing else gave an estimate yet.
+            With ``HumanOracle`` the first query then takes two file rounds (the pilot, then the rest). 0: no pilot
+            (the first query is the paper's Eq. 8, one round).
         oracle: who labels the queried samples: :class:`~cbal_lightning.oracle.SimulatedOracle` reveals the
             dataset's labels, :class:`~cbal_lightning.oracle.HumanOracle` asks people through files and stops the
             fit until they answer. Default: simulated when every pool sample has a label, else ``HumanOracle()``.
@@ -280,7 +284,7 @@ class ActiveLearningCallback(Callback):
         indices = np.asarray(self.pending["indices"], dtype=np.int64)
         if not (dm.targets[indices] == UNKNOWN).any():
             return  # every label known: revealed when the next cycle starts
-        self._ask_people(trainer, dm, cycle, indices)
+        self._ask_people(trainer, dm, cycle, indices, self.pending.get("part", ""))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)  # the last cycle's model
@@ -373,6 +377,10 @@ class ActiveLearningCallback(Callback):
                 f"epoch {trainer.current_epoch} belongs to cycle {due} but only {self.cycle} queries were made; "
                 "was epochs_per_cycle changed between runs?"
             )
+        if self.pending is not None and self.pending.get("part") == "pilot":
+            self._choose_after_pilot(trainer, pl_module, due)
+            if trainer.should_stop:
+                return  # people label the rest of the batch first
         self._evaluate(trainer, pl_module)
         self._query(trainer, pl_module, self.cycle + 1)
         self.cycle += 1
@@ -384,12 +392,18 @@ class ActiveLearningCallback(Callback):
         dm = self._datamodule(trainer)
         if self.pending is not None and self.pending["cycle"] == cycle:
             record, labels, self.pending, self._answers = self.pending, self._answers, None, None
+            record.pop("pilot_labels", None)  # in `labels` now, and in the record's "true" once revealed
         else:
             record, labels = self._choose(trainer, pl_module, cycle), None
         self._reveal(trainer, dm, record, labels)
 
-    def _choose(self, trainer: Trainer, pl_module: LightningModule, cycle: int) -> dict[str, Any]:
-        """Score the pool on every rank, select on rank 0 and broadcast: the query's record, before labeling."""
+    def _choose(
+        self, trainer: Trainer, pl_module: LightningModule, cycle: int, pilot: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, Any]:
+        """Score the pool on every rank, select on rank 0 and broadcast: the query's record, before labeling.
+
+        ``pilot``: the train indices and labels of a pilot people labeled in a round of its own.
+        """
         dm = self._datamodule(trainer)
         assert self.budget is not None
         self.scorer.prepare(trainer, pl_module, dm, cycle)
@@ -397,7 +411,7 @@ class ActiveLearningCallback(Callback):
             pl_module, dm, self.scorer, self.selector, cycle, device=pl_module.device, strategy=trainer.strategy,
             batch_size=self.eval_batch_size, progress=self._show_progress(trainer),
         )
-        record = self._select(dm, scores, cycle) if trainer.is_global_zero else None
+        record = self._select(dm, scores, cycle, pilot) if trainer.is_global_zero else None
         record = trainer.strategy.broadcast(record, src=0)
         self.prior.load_state_dict(record.pop("tracker"))  # every rank carries rank 0's estimate
         return record
@@ -445,20 +459,26 @@ class ActiveLearningCallback(Callback):
                 "oracle=HumanOracle() (people label the queries through files) or leave oracle unset."
             )
 
-    def _ask_people(self, trainer: Trainer, dm: Any, cycle: int, indices: np.ndarray) -> None:
-        """Write the query files (rank 0), save a checkpoint that holds the chosen batch, stop the fit."""
+    def _ask_people(self, trainer: Trainer, dm: Any, cycle: int, indices: np.ndarray, part: str = "") -> None:
+        """Write the query files for ``indices`` (rank 0), save a checkpoint that holds the pending batch, stop the fit.
+
+        ``part="pilot"``: the pilot round of the first query (its files and checkpoint say so).
+        """
         assert self.pending is not None and self.run_dir is not None and isinstance(self.oracle, HumanOracle)
-        files = self.oracle.files(self.run_dir, cycle)
+        files = self.oracle.files(self.run_dir, cycle, part)
         if trainer.is_global_zero:
-            self.oracle.ask(dm, self.run_dir, cycle, indices, np.asarray(self.pending["predicted"]))
+            predicted = np.asarray(self.pending["predicted"])[-len(indices):]  # the rest follows a pilot's labels
+            self.oracle.ask(dm, self.run_dir, cycle, indices, predicted, part)
         trainer.strategy.barrier("ActiveLearningCallback.ask_people")
-        checkpoint = self.run_dir / CHECKPOINTS_FOLDER / f"query_cycle_{cycle}.ckpt"
+        checkpoint = self.run_dir / CHECKPOINTS_FOLDER / f"query_cycle_{cycle}{'_' + part if part else ''}.ckpt"
         trainer.save_checkpoint(checkpoint)
         trainer.should_stop = True
         self.waiting_for_labels = files.csv
         unknown = int((dm.targets[indices] == UNKNOWN).sum())
+        what = ("samples drawn at random from the pool (a pilot: their labels estimate the pool's class mix, which "
+                "the rest of this query is then balanced on) need labels" if part == "pilot" else "samples need labels")
         rank_zero_info(
-            f"[active learning] cycle {cycle}: {unknown} samples need labels. Fill the 'label' column of {files.csv} "
+            f"[active learning] cycle {cycle}: {unknown} {what}. Fill the 'label' column of {files.csv} "
             f"(class names or numbers 0..{dm.num_classes - 1}), or import {files.label_studio_tasks.name} into Label "
             f"Studio and save its JSON export as {files.label_studio_export}. Then run the same fit again with "
             f"ckpt_path={str(checkpoint)!r} (cbal-lightning fit ... --ckpt_path last, or that path)."
@@ -471,19 +491,21 @@ class ActiveLearningCallback(Callback):
             ValueError: the answers are missing or wrong (all problems listed); nothing has changed.
         """
         assert self.pending is not None and self.run_dir is not None
-        cycle, indices = self.pending["cycle"], np.asarray(self.pending["indices"], dtype=np.int64)
+        cycle, part = self.pending["cycle"], self.pending.get("part", "")
+        known = np.asarray(self.pending.get("pilot_labels", []), dtype=np.int64)  # a pilot people labeled before
+        indices = np.asarray(self.pending["indices"], dtype=np.int64)[len(known):]
         if not (dm.targets[indices] == UNKNOWN).any():
-            return None
+            return np.concatenate([known, dm.targets[indices]]) if len(known) else None
         result: tuple[np.ndarray | None, str] = (None, "")
         assert isinstance(self.oracle, HumanOracle)  # _resolve_oracle refused any other with unknown labels pending
         if trainer.is_global_zero:
-            if not self.oracle.ready(self.run_dir, cycle):
-                files = self.oracle.files(self.run_dir, cycle)
+            if not self.oracle.ready(self.run_dir, cycle, part):
+                files = self.oracle.files(self.run_dir, cycle, part)
                 result = (None, f"the query of cycle {cycle} waits for labels: fill every 'label' of {files.csv}, or save "
                                 f"Label Studio's JSON export as {files.label_studio_export}, then run this fit again.")
             else:
                 try:
-                    result = (self.oracle.answers(dm, self.run_dir, cycle, indices), "")
+                    result = (np.concatenate([known, self.oracle.answers(dm, self.run_dir, cycle, indices, part)]), "")
                 except ValueError as err:
                     result = (None, str(err))
         labels, problem = trainer.strategy.broadcast(result, src=0)
@@ -491,18 +513,42 @@ class ActiveLearningCallback(Callback):
             raise ValueError(problem)
         return labels
 
-    def _select(self, dm: Any, scores: PoolScores, cycle: int) -> dict[str, Any]:
-        """Choose the batch and describe it: the history record of this query (rank 0)."""
+    def _choose_after_pilot(self, trainer: Trainer, pl_module: LightningModule, cycle: int) -> None:
+        """People labeled the first query's pilot: choose the rest of the batch with the prior it gives (the model
+        is still the one the pilot was drawn for) and, when some of the rest's labels are unknown, ask for them and
+        stop the fit before any training."""
+        assert self.pending is not None and self._answers is not None  # read and checked at fit start
+        dm = self._datamodule(trainer)
+        pilot = (np.asarray(self.pending["indices"], dtype=np.int64), self._answers)
+        self.pending, self._answers = self._choose(trainer, pl_module, cycle, pilot), None
+        self.pending["pilot_labels"] = pilot[1].tolist()
+        rest = np.asarray(self.pending["indices"], dtype=np.int64)[len(pilot[0]):]
+        if (dm.targets[rest] == UNKNOWN).any():
+            self._ask_people(trainer, dm, cycle, rest)
+        else:
+            self._answers = np.concatenate([pilot[1], dm.targets[rest]])
+
+    def _select(
+        self, dm: Any, scores: PoolScores, cycle: int, given: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, Any]:
+        """Choose the batch and describe it: the history record of this query (rank 0). ``given``: the train indices
+        and labels of the pilot people labeled; a pilot whose labels are unknown is itself the record (its round)."""
         assert self.budget is not None
         start = time.perf_counter()
         preds, held = scores.pool, scores.heldout
         shift = estimate_shift(self.prior, dm, preds, held)  # held-out labels at query 1 (opt-in), then revealed ones
         prior_seconds = time.perf_counter() - start
-        pilot = self._pilot_size(dm, shift)
+        pilot = len(given[0]) if given is not None else self._pilot_size(dm, shift)
         if pilot:  # the first query labels a random pilot, whose labels give the prior for the rest
+            if given is None:
+                drawn = draw_pilot(len(preds.indices), pilot, cycle, seed=self.seed)
+                labels = dm.targets[preds.indices[drawn]]
+                if (labels == UNKNOWN).any():  # people label the pilot in a round of its own
+                    return self._pilot_round(cycle, preds.indices[drawn], preds.probs[drawn])
+            else:
+                drawn, labels = _rows_of(preds.indices, given[0]), given[1]
             rows, selection, omega, shift = choose_with_pilot(
-                self.selector, scores, dm.pools, self.budget, cycle, dm.targets, shift.train_prior, size=pilot,
-                seed=self.seed,
+                self.selector, scores, dm.pools, self.budget, cycle, drawn, labels, shift.train_prior, seed=self.seed,
             )
         else:
             selection, omega = choose_batch(
@@ -547,11 +593,18 @@ class ActiveLearningCallback(Callback):
             "rows": rows,
         }
 
+    def _pilot_round(self, cycle: int, indices: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+        """The record of a pilot people label first: the random samples, the model's guesses, nothing chosen yet."""
+        return {
+            "cycle": cycle, "part": "pilot", "indices": indices.tolist(), "predicted": probs.argmax(1).tolist(),
+            "tracker": self.prior.state_dict(),
+        }
+
     def _pilot_size(self, dm: Any, shift: PriorShift) -> int:
         """Samples the query labels at random first (0: none): only while a balanced selector that estimates the
-        prior has no estimate yet, and only when the labels are at hand (a simulated oracle)."""
+        prior has no estimate yet."""
         balances = self.selector.prior == "estimate" and self.selector.balances
-        if not balances or shift.pool_prior is not None or isinstance(self.oracle, HumanOracle):
+        if not balances or shift.pool_prior is not None:
             return 0
         assert self.budget is not None
         return pilot_size(self.pilot_fraction, self.budget, dm.num_classes)
@@ -879,8 +932,9 @@ def _pending_state(pending: dict[str, Any] | None) -> dict[str, Any] | None:
     if pending is None:
         return None
     state = copy.deepcopy({k: v for k, v in pending.items() if k not in ("pool_probs", "rows")})
-    state["pool_probs"] = torch.from_numpy(np.ascontiguousarray(pending["pool_probs"], dtype=np.float32))
-    state["rows"] = torch.from_numpy(np.asarray(pending["rows"], dtype=np.int64))
+    if "rows" in pending:  # a pilot round has chosen nothing yet
+        state["pool_probs"] = torch.from_numpy(np.ascontiguousarray(pending["pool_probs"], dtype=np.float32))
+        state["rows"] = torch.from_numpy(np.asarray(pending["rows"], dtype=np.int64))
     return state
 
 
@@ -888,6 +942,16 @@ def _pending_from_state(state: dict[str, Any] | None) -> dict[str, Any] | None:
     if state is None:
         return None
     pending = copy.deepcopy({k: v for k, v in state.items() if k not in ("pool_probs", "rows")})
-    pending["pool_probs"] = state["pool_probs"].numpy() if isinstance(state["pool_probs"], torch.Tensor) else np.asarray(state["pool_probs"])
-    pending["rows"] = state["rows"].numpy() if isinstance(state["rows"], torch.Tensor) else np.asarray(state["rows"])
+    for key in ("pool_probs", "rows"):
+        if key in state:
+            pending[key] = state[key].numpy() if isinstance(state[key], torch.Tensor) else np.asarray(state[key])
     return pending
+
+
+def _rows_of(pool_indices: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Positions of the train ``indices`` in ``pool_indices`` (all present)."""
+    order = np.argsort(pool_indices, kind="stable")
+    rows = order[np.searchsorted(pool_indices[order], indices)]
+    if not np.array_equal(pool_indices[rows], indices):
+        raise RuntimeError("the pilot's samples are no longer in the unlabeled pool; were the pools changed between fits?")
+    return rows

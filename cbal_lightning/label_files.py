@@ -1,7 +1,7 @@
 """A query for people, as files: a CSV and a Label Studio import to fill in, and the answers read back, validated.
 
 The files of the query of cycle ``k`` in ``folder`` (each written atomically; the CSV last, so its presence means
-the query is complete):
+the query is complete; a query in two rounds, a random pilot first, names the pilot's files ``cycle_<k>_pilot.*``):
 
 * ``cycle_<k>.csv``: columns ``index`` (train index), ``path`` (the image file, or the thumbnail when the data has
   no files), ``predicted`` (the model's class, when known) and ``label`` (empty: for the labeler, a class name or
@@ -60,9 +60,10 @@ class QueryFiles:
 
     folder: Path
     cycle: int
+    part: str = ""  # "pilot": the first round of a query in two rounds
 
     def _named(self, suffix: str) -> Path:
-        return self.folder / f"cycle_{self.cycle}{suffix}"
+        return self.folder / f"cycle_{self.cycle}{'_' + self.part if self.part else ''}{suffix}"
 
     @property
     def csv(self) -> Path:
@@ -89,9 +90,9 @@ class QueryFiles:
         return self.folder / "thumbs"
 
 
-def query_files(folder: str | Path, cycle: int) -> QueryFiles:
-    """The file names of the query of ``cycle`` in ``folder``."""
-    return QueryFiles(Path(folder), int(cycle))
+def query_files(folder: str | Path, cycle: int, part: str = "") -> QueryFiles:
+    """The file names of the query of ``cycle`` in ``folder`` (``part="pilot"``: of its pilot round)."""
+    return QueryFiles(Path(folder), int(cycle), part)
 
 
 def write_query(
@@ -105,6 +106,7 @@ def write_query(
     predicted: Sequence[int] | np.ndarray | None = None,
     thumb_size: int = 96,
     label_studio_root: str | Path | None = None,
+    part: str = "",
 ) -> QueryFiles:
     """Write the query of ``cycle`` (train ``indices``) for people to label; see the module docstring.
 
@@ -120,8 +122,9 @@ def write_query(
         thumb_size: pixels of a thumbnail's longer side.
         label_studio_root: Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``; image URLs are
             ``/data/local-files/?d=<path relative to it>``. Default: ``/`` (absolute paths).
+        part: ``"pilot"`` for the pilot round of a query in two rounds (files ``cycle_<k>_pilot.*``).
     """
-    files = query_files(folder, cycle)
+    files = query_files(folder, cycle, part)
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if _same_query(files, idx):
         return files
@@ -244,9 +247,10 @@ class _Entry:
     label: str | None  # None: no answer
 
 
-def answers_ready(folder: str | Path, cycle: int) -> bool:
-    """Whether the query of ``cycle`` has answers to read: a Label Studio export, or a CSV with every label filled."""
-    files = query_files(folder, cycle)
+def answers_ready(folder: str | Path, cycle: int, part: str = "") -> bool:
+    """Whether the query of ``cycle`` (its ``part``) has answers to read: a Label Studio export, or a CSV with every
+    label filled."""
+    files = query_files(folder, cycle, part)
     if files.label_studio_export.is_file():
         return True
     if not files.csv.is_file():
@@ -266,6 +270,7 @@ def read_answers(
     labeled_cycles: Callable[[int], int] | None = None,
     csv_path: str | Path | None = None,
     indices: Sequence[int] | np.ndarray | None = None,
+    part: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate the answers to the query of ``cycle``: ``(indices, labels)``, int64, in file order.
 
@@ -279,8 +284,9 @@ def read_answers(
         classes: class names, in class-number order.
         unlabeled: train indices that may be labeled now.
         labeled_cycles: the cycle an index was labeled in (-1 if not), to say why an index is refused.
+        part: ``"pilot"``: the answers to the pilot round (``cycle_<k>_pilot.*``).
     """
-    files = query_files(folder, cycle)
+    files = query_files(folder, cycle, part)
     names = [str(c) for c in classes]
     source = files.label_studio_export if files.label_studio_export.is_file() and csv_path is None else Path(csv_path or files.csv)
     entries = _label_studio_entries(source) if source == files.label_studio_export else _csv_entries(source)

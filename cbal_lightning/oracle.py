@@ -59,8 +59,11 @@ class HumanOracle(Oracle):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(thumb_size={self.thumb_size}, label_studio_root={self.label_studio_root!r})"
 
-    def ask(self, dm: Any, run_dir: Path, cycle: int, indices: np.ndarray, predicted: np.ndarray) -> QueryFiles:
-        """Write the query files for the samples of ``indices`` without a known label (rank 0 only)."""
+    def ask(
+        self, dm: Any, run_dir: Path, cycle: int, indices: np.ndarray, predicted: np.ndarray, part: str = ""
+    ) -> QueryFiles:
+        """Write the query files for the samples of ``indices`` without a known label (rank 0 only); ``part="pilot"``
+        for the pilot round of the first query."""
         unknown = np.asarray(indices)[dm.targets[np.asarray(indices)] == UNKNOWN]
         rows = np.isin(np.asarray(indices), unknown)
         images = getattr(dm.eval_dataset(unknown), "images", None)
@@ -68,19 +71,19 @@ class HumanOracle(Oracle):
             run_dir / QUERIES_FOLDER, cycle, unknown, classes=class_names(dm),
             image=None if images is None else (lambda i: images[i]),
             paths=getattr(images, "paths", None), predicted=np.asarray(predicted)[rows],
-            thumb_size=self.thumb_size, label_studio_root=self.label_studio_root,
+            thumb_size=self.thumb_size, label_studio_root=self.label_studio_root, part=part,
         )
 
     @staticmethod
-    def files(run_dir: Path, cycle: int) -> QueryFiles:
-        return query_files(run_dir / QUERIES_FOLDER, cycle)
+    def files(run_dir: Path, cycle: int, part: str = "") -> QueryFiles:
+        return query_files(run_dir / QUERIES_FOLDER, cycle, part)
 
     @staticmethod
-    def ready(run_dir: Path, cycle: int) -> bool:
+    def ready(run_dir: Path, cycle: int, part: str = "") -> bool:
         """Whether people answered the query of ``cycle`` (a fully filled CSV or a Label Studio export)."""
-        return answers_ready(run_dir / QUERIES_FOLDER, cycle)
+        return answers_ready(run_dir / QUERIES_FOLDER, cycle, part)
 
-    def answers(self, dm: Any, run_dir: Path, cycle: int, indices: np.ndarray) -> np.ndarray:
+    def answers(self, dm: Any, run_dir: Path, cycle: int, indices: np.ndarray, part: str = "") -> np.ndarray:
         """The labels of ``indices``: known ones revealed, the others read from the answer files, all validated.
 
         Raises:
@@ -93,7 +96,7 @@ class HumanOracle(Oracle):
             found, given = read_answers(
                 run_dir / QUERIES_FOLDER, cycle, classes=class_names(dm), unlabeled=dm.pools.unlabeled_indices(),
                 labeled_cycles=lambda i: int(dm.pools.cycle_of([i])[0]) if 0 <= i < len(dm.pools) else -1,
-                indices=indices[unknown],
+                indices=indices[unknown], part=part,
             )
             answer = dict(zip(found.tolist(), given.tolist()))
             labels[unknown] = [answer[i] for i in indices[unknown].tolist()]

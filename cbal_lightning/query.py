@@ -22,7 +22,7 @@ from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, Pri
 from cbal_lightning.splits import stratified_subset
 
 __all__ = [
-    "PoolScores", "score_pool", "choose_batch", "choose_with_pilot", "pilot_size", "hold_out_for_calibration",
+    "PoolScores", "score_pool", "choose_batch", "draw_pilot", "choose_with_pilot", "pilot_size", "hold_out_for_calibration",
     "estimate_shift",
 ]
 
@@ -107,30 +107,40 @@ def pilot_size(fraction: float, budget: int, num_classes: int) -> int:
     return size if 2 * size <= budget else 0
 
 
+def draw_pilot(pool_size: int, size: int, cycle: int, *, seed: int = 0) -> np.ndarray:
+    """Rows of a first-query pilot: ``size`` of the ``pool_size`` pool rows drawn uniformly (seeded with ``seed +
+    cycle``), sorted.
+
+    Example:
+        >>> draw_pilot(10, 3, 1).tolist() == draw_pilot(10, 3, 1).tolist()
+        True
+    """
+    return np.sort(np.random.default_rng(seed + cycle).choice(pool_size, size, replace=False))
+
+
 def choose_with_pilot(
     selector: Selector,
     scores: PoolScores,
     pools: PoolState,
     budget: int,
     cycle: int,
-    targets: np.ndarray,
+    pilot: np.ndarray,
+    labels: np.ndarray,
     train_prior: np.ndarray,
     *,
-    size: int,
     seed: int = 0,
 ) -> tuple[np.ndarray, Selection, np.ndarray, PriorShift]:
-    """A query that starts with a random pilot: ``(rows, selection, omega, shift)``.
+    """The rest of a query that starts with a random pilot: ``(rows, selection, omega, shift)``.
 
-    ``size`` rows of ``scores.pool`` drawn at random (seeded with ``seed + cycle``) are labeled first from
-    ``targets`` (a simulated oracle). A random sample of the pool, their labels calibrate the model on pool data,
+    ``pilot`` rows of ``scores.pool`` (:func:`draw_pilot`) have the class ``labels`` (revealed by the oracle, or
+    given by people in the pilot round). A random sample of the pool, their labels calibrate the model on pool data,
     so :func:`~cbal_lightning.selection.prior.revealed_prior` estimates the prior of the rest of the pool. The other
-    ``budget - size`` rows are chosen by ``selector`` with ``P`` corrected by that estimate (``shift``) and the
+    ``budget - len(pilot)`` rows are chosen by ``selector`` with ``P`` corrected by that estimate (``shift``) and the
     targets ``omega`` of Eq. 4 counting the pilot as labeled. ``rows``: the pilot's rows, then ``selection``'s (rows
     of the pool without the pilot, mapped back to rows of ``scores.pool``).
     """
     pool = scores.pool
-    pilot = np.sort(np.random.default_rng(seed + cycle).choice(len(pool.indices), size, replace=False))
-    labels = np.asarray(targets)[pool.indices[pilot]]
+    labels = np.asarray(labels, dtype=np.int64)
     shift = PriorShift(revealed_prior(pool.probs, pilot, labels), train_prior, "pilot")
     rest = np.setdiff1d(np.arange(len(pool.indices)), pilot)
     counts = pools.labeled_counts() + np.bincount(labels, minlength=pool.probs.shape[1])
@@ -139,6 +149,7 @@ def choose_with_pilot(
         "prior_shift": shift, "embeddings": pool.embeddings[rest],
         "labeled_embeddings": np.concatenate([scores.labeled.embeddings, pool.embeddings[pilot]]),
     }
+    size = len(pilot)
     selection = selector.select(pool.scores[rest], pool.probs[rest], budget - size, omega, seed=seed + cycle, **extra)
     return np.concatenate([pilot, rest[selection.indices]]), selection, omega, shift
 

@@ -34,10 +34,10 @@ class Slow(Callback):  # after the callback's hook: sleeps once the labels are i
         time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
 
 
-def fit(root, run, ckpt=None, cycles=2, oracle=None, slow=False):
+def fit(root, run, ckpt=None, cycles=2, oracle=None, slow=False, budget=4):
     seed_everything(0)
     dm = ImageFolderDataModule(root=root, batch_size=4)
-    al = ActiveLearningCallback(budget=4, cycles=cycles, selector=ClassBalanced(lam=1.0, time_limit=5), output_dir=run,
+    al = ActiveLearningCallback(budget=budget, cycles=cycles, selector=ClassBalanced(lam=1.0, time_limit=5), output_dir=run,
                                 oracle=oracle, progress=False)
     trainer = Trainer(max_epochs=1, callbacks=[al] + ([Slow()] if slow else []), logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, deterministic=True)
@@ -61,7 +61,7 @@ def fit_module(tmp_path_factory: pytest.TempPathFactory):
     sys.path.remove(str(folder))
 
 
-def _image_tree(root: Path) -> dict[str, str]:
+def _image_tree(root: Path, unlabeled: int = 24) -> dict[str, str]:
     """train/<class>/ (4 labeled per class), test/<class>/, and unlabeled/ in two sub-folders; returns the hidden truth."""
     for split, n in (("train", 4), ("test", 2)):
         for c, name in enumerate(CLASSES):
@@ -70,7 +70,7 @@ def _image_tree(root: Path) -> dict[str, str]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (16, 16), (70 * c + 20, 40, 200 - 60 * c)).save(path)
     truth = {}
-    for k in range(24):
+    for k in range(unlabeled):
         c = (k * 7) % 3
         path = root / "unlabeled" / f"batch{k % 2}" / f"img{k:02d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +139,31 @@ def test_stop_fill_resume_until_done(fit_module, tmp_path: Path, answers: str) -
     for record in al.history[1:]:  # Eq. 10 on the revealed labels, computed once the batch was labeled
         assert len(record["true"]) == 4 and 0 <= record["stats"]["l1_score"] <= 1
     assert all("acc" in record["test"] for record in al.history)
+
+
+def test_the_first_query_asks_for_a_random_pilot_then_for_the_rest(fit_module, tmp_path: Path) -> None:
+    truth = _image_tree(tmp_path / "data", unlabeled=60)
+    root, run = str(tmp_path / "data"), tmp_path / "run"
+    al, dm = fit_module.fit(root, str(run), cycles=1, budget=30)  # pilot: 5 per class of 3 (pilot_fraction=0.2 is fewer)
+    pilot_files, rest_files = HumanOracle.files(run, 1, "pilot"), HumanOracle.files(run, 1)
+    assert al.waiting_for_labels == pilot_files.csv and pilot_files.csv.name == "cycle_1_pilot.csv"
+    assert (run / "checkpoints" / "query_cycle_1_pilot.ckpt").is_file() and not rest_files.csv.exists()
+    assert dm.pools.last_cycle == 0 and al.pending["part"] == "pilot" and len(al.pending["indices"]) == 15
+    pilot = _fill_csv(pilot_files.csv, truth)
+
+    al, dm = fit_module.fit(root, str(run), str(run / "checkpoints" / "query_cycle_1_pilot.ckpt"), cycles=1, budget=30)
+    assert al.waiting_for_labels == rest_files.csv and dm.pools.last_cycle == 0 and al.cycle == 0  # stopped before training
+    rest = _fill_csv(rest_files.csv, truth)
+    assert len(rest) == 15 and not set(rest) & set(pilot)
+    assert al.pending["pilot_labels"] == [CLASSES.index(pilot[p]) for p in pilot]  # in file order = pending order
+
+    al, dm = fit_module.fit(root, str(run), str(run / "checkpoints" / "query_cycle_1.ckpt"), cycles=1, budget=30)
+    record = al.history[1]
+    assert al.waiting_for_labels is None and al.cycle == 1 and "acc" in record["test"]
+    assert _labels_by_path(dm) == pilot | rest and len(record["true"]) == 30  # one batch: the pilot, then the rest
+    assert record["stats"]["pilot_size"] == 15 and record["prior"]["method"] == "pilot"
+    assert record["stats"]["prior_corrected"] == 1.0 and "pilot_labels" not in record
+    assert al.state_dict()["prior"]["method"] == "revealed"  # the tracker learned from the whole batch
 
 
 def test_resuming_before_the_labels_are_in_changes_nothing(fit_module, tmp_path: Path) -> None:

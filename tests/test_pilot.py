@@ -7,7 +7,7 @@ import pytest
 
 from cbal_lightning.inference import PoolPredictions
 from cbal_lightning.pools import PoolState
-from cbal_lightning.query import PoolScores, choose_batch, choose_with_pilot, pilot_size
+from cbal_lightning.query import PoolScores, choose_batch, choose_with_pilot, draw_pilot, pilot_size
 from cbal_lightning.selection import ClassBalanced, KCenterGreedy, class_targets, l1_score
 
 MEANS = np.array([-2.0, 0.0, 2.0])  # x | y ~ N(MEANS[y], 1), three classes
@@ -40,8 +40,9 @@ def test_pilot_corrects_the_rest_and_balances_the_true_labels() -> None:
     scores, pools, targets = _problem()
     budget, size, train_prior = 150, 30, np.full(3, 1 / 3)
     selector = ClassBalanced(lam=3.0, time_limit=1.0)
-    rows, selection, omega, shift = choose_with_pilot(selector, scores, pools, budget, 1, targets, train_prior,
-                                                      size=size, seed=0)
+    pilot = draw_pilot(len(scores.pool.indices), size, 1, seed=0)
+    labels = targets[scores.pool.indices[pilot]]
+    rows, selection, omega, shift = choose_with_pilot(selector, scores, pools, budget, 1, pilot, labels, train_prior)
     assert len(rows) == len(np.unique(rows)) == budget and len(selection.indices) == budget - size
     pilot_labels = targets[scores.pool.indices[rows[:size]]]
     expected = class_targets(pools.labeled_counts() + np.bincount(pilot_labels, minlength=3), budget, 1, pools.initial_size)
@@ -54,11 +55,9 @@ def test_pilot_corrects_the_rest_and_balances_the_true_labels() -> None:
 
 
 def test_pilot_is_seeded() -> None:
-    scores, pools, targets = _problem()
-    selector, prior = ClassBalanced(lam=3.0, time_limit=1.0), np.full(3, 1 / 3)
-    first = choose_with_pilot(selector, scores, pools, 100, 1, targets, prior, size=30, seed=3)[0]
-    again = choose_with_pilot(selector, scores, pools, 100, 1, targets, prior, size=30, seed=3)[0]
-    np.testing.assert_array_equal(first[:30], again[:30])  # the pilot (the rest may depend on the solver's time limit)
+    first, again, other = draw_pilot(1500, 30, 1, seed=3), draw_pilot(1500, 30, 1, seed=3), draw_pilot(1500, 30, 2, seed=3)
+    np.testing.assert_array_equal(first, again)
+    assert len(np.unique(first)) == 30 and not np.array_equal(first, other)  # another cycle, another draw
 
 
 def test_pilot_joins_the_labeled_embeddings_of_a_greedy_selector() -> None:
@@ -70,8 +69,9 @@ def test_pilot_joins_the_labeled_embeddings_of_a_greedy_selector() -> None:
         PoolPredictions(labeled, np.full((len(labeled), 3), 1 / 3, np.float32), np.zeros(len(labeled), np.float32), 0.0,
                         rng.normal(size=(len(labeled), 4)).astype(np.float32)),
     )
-    rows, selection, _, _ = choose_with_pilot(KCenterGreedy(lam=1.0), with_embeddings, pools, 80, 1, targets,
-                                              np.full(3, 1 / 3), size=30, seed=0)
+    pilot = draw_pilot(len(pool.indices), 30, 1)
+    rows, selection, _, _ = choose_with_pilot(KCenterGreedy(lam=1.0), with_embeddings, pools, 80, 1, pilot,
+                                              targets[pool.indices[pilot]], np.full(3, 1 / 3))
     assert len(rows) == len(np.unique(rows)) == 80 and len(selection.indices) == 50
 
 
@@ -102,7 +102,7 @@ def test_the_default_callback_starts_the_first_query_with_a_pilot(tmp_path) -> N
     assert al.state_dict()["prior"]["method"] == "revealed"  # the tracker learned from the whole first batch
 
 
-def test_no_pilot_when_people_label_or_the_selector_does_not_estimate() -> None:
+def test_a_pilot_whenever_the_selector_estimates_the_prior_people_included() -> None:
     from types import SimpleNamespace
 
     from cbal_lightning import ActiveLearningCallback
@@ -110,12 +110,11 @@ def test_no_pilot_when_people_label_or_the_selector_does_not_estimate() -> None:
     from cbal_lightning.selection.prior import PriorShift
 
     dm, none_yet = SimpleNamespace(num_classes=10), PriorShift(None, np.full(10, 0.1), "none", "no labels yet")
-    for callback in (ActiveLearningCallback(budget=500, cycles=1, oracle=HumanOracle()),
-                     ActiveLearningCallback(budget=500, cycles=1, selector=ClassBalanced(prior=None)),
-                     ActiveLearningCallback(budget=500, cycles=1, pilot_fraction=0.0)):
+    for callback, size in ((ActiveLearningCallback(budget=500, cycles=1, selector=ClassBalanced(prior=None)), 0),
+                           (ActiveLearningCallback(budget=500, cycles=1, pilot_fraction=0.0), 0),
+                           (ActiveLearningCallback(budget=500, cycles=1, oracle=HumanOracle()), 100),  # in a round of its own
+                           (ActiveLearningCallback(budget=500, cycles=1), 100)):
         callback.budget = 500
-        assert callback._pilot_size(dm, none_yet) == 0
-    callback = ActiveLearningCallback(budget=500, cycles=1)
-    callback.budget = 500
-    assert callback._pilot_size(dm, none_yet) == 100
-    assert callback._pilot_size(dm, PriorShift(np.full(10, 0.1), np.full(10, 0.1), "revealed")) == 0
+        assert callback._pilot_size(dm, none_yet) == size
+    estimated = PriorShift(np.full(10, 0.1), np.full(10, 0.1), "revealed")
+    assert callback._pilot_size(dm, estimated) == 0  # later queries: the revealed labels
