@@ -14,7 +14,7 @@ tailed (IF 0.1) or balanced (IF 1), targets of query 1 (Omega = b/C, Eq. 5) and 
 Each method runs in a forked child (killed ``kill_margin`` seconds after its time limit, since HiGHS checks
 its limit only now and then); memory is the child's peak RSS (VmHWM, includes the inherited instance) and its
 increase over the start. The alternatives run on the cases named by ``--alternatives`` (default: lam 1 at
-every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case;
+every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case (3, 10 and 30 s; ``--sizes ""`` runs it alone);
 ``--imagenet`` adds N=1.28M, C=1000, b=64k with float32 P (engine only, time limit 120 s).
 
 Usage: ``python benchmarks/selection.py [--sizes cifar10lt,cifar100,tiny] [--lams 0.1,1,3] [--imbalance 0.1,1]
@@ -342,7 +342,7 @@ def main() -> None:
                                             args.repeat))
     if args.small:
         inst, budget = small_case()
-        for limit in (3.0, 10.0):
+        for limit in (3.0, 10.0, 30.0):
             results.append(run_case("small", inst, budget, 50.0, limit, True, args.kill_margin,
                                     {"imbalance": 1.0, "cycle": 3}))
     if args.imagenet:

