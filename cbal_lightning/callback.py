@@ -951,7 +951,7 @@ def _pending_from_state(state: dict[str, Any] | None) -> dict[str, Any] | None:
 def _rows_of(pool_indices: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Positions of the train ``indices`` in ``pool_indices`` (all present)."""
     order = np.argsort(pool_indices, kind="stable")
-    rows = order[np.searchsorted(pool_indices[order], indices)]
-    if not np.array_equal(pool_indices[rows], indices):
+    found = np.searchsorted(pool_indices, indices, sorter=order)
+    if (found >= len(order)).any() or not np.array_equal(pool_indices[order[found]], indices):
         raise RuntimeError("the pilot's samples are no longer in the unlabeled pool; were the pools changed between fits?")
-    return rows
+    return order[found]

@@ -118,3 +118,13 @@ def test_a_pilot_whenever_the_selector_estimates_the_prior_people_included() -> 
         assert callback._pilot_size(dm, none_yet) == size
     estimated = PriorShift(np.full(10, 0.1), np.full(10, 0.1), "revealed")
     assert callback._pilot_size(dm, estimated) == 0  # later queries: the revealed labels
+
+
+def test_a_pilot_labeled_by_people_is_found_again_in_the_rescored_pool() -> None:
+    from cbal_lightning.callback import _rows_of
+
+    pool = np.array([5, 2, 9, 7])  # the train indices of the pool rows, in the order the scorer returned them
+    np.testing.assert_array_equal(_rows_of(pool, np.array([9, 2])), [2, 1])
+    for gone in (np.array([3]), np.array([10])):  # labeled meanwhile, or never in the pool
+        with pytest.raises(RuntimeError, match="no longer in the unlabeled pool"):
+            _rows_of(pool, gone)

@@ -275,7 +275,7 @@ def aggregate(out: Path, args: argparse.Namespace, total_wall: float | None) -> 
     plot_accuracy({m: r[seed0]["history"] for m, r in runs.items() if seed0 in r}, out / f"accuracy_seed{seed0}.png")
     for base, cb in PAIRS:
         h = {m: runs[m][seed0]["history"] for m in (base, cb) if m in runs and seed0 in runs[m]}
-        if h:
+        if len(h) == 2:  # both methods of the pair ran
             plot_class_distribution(h, out / f"class_distribution_{base.lower()}_seed{seed0}.png", classes)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     atomic_write_json(out / "results.json", {
@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     (out / "runs").mkdir(parents=True, exist_ok=True)
     todo = [(m, s) for s in args.seeds for m in args.methods if args.force or not run_file(out, m, s).exists()]
+    ran = bool(todo)
     passthrough = [a for a in (sys.argv[1:] if argv is None else argv)]
     start = time.perf_counter()
     running: list[tuple[subprocess.Popen, str, int, float]] = []
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
                     failed.append((m, s))
     total = time.perf_counter() - start
     print(f"all runs: {total:.0f} s; failed: {failed}", flush=True)
-    aggregate(out, args, total)
+    aggregate(out, args, total if ran else None)  # None: every run was already there (see wall_seconds per run)
 
 
 if __name__ == "__main__":
