@@ -145,12 +145,19 @@ def test_search_without_solution_keeps_the_rounding(monkeypatch):
     cost, probs, omega = instance(200, 4, 20, seed=4, concentration=0.3)
     timed_out = MilpOutcome(rows=None, bound=-np.inf, proven=False, timed_out=True)
     monkeypatch.setattr(engine, "restricted_milp", lambda *args, **kwargs: timed_out)
+    plain = top_b(cost, 20, probs, omega, lam=1.0).objective
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kicks stall long before the deadline: nothing was cut
+        stalled = balanced_select(cost, probs, 20, omega, 1.0, rel_gap=0.0, time_limit=20.0)
     with pytest.warns(RuntimeWarning, match="time_limit"):
-        sel = balanced_select(cost, probs, 20, omega, 1.0, rel_gap=0.0, time_limit=1.0)  # the kicks take the rest
-    check_selection(sel, 200, 20)
-    assert sel.status in {"FEASIBLE", "OPTIMAL"} and sel.fallback == "time_limit"
-    assert sel.status == "FEASIBLE" or sel.gap <= 1e-6  # OPTIMAL only when the LP bound itself proves it
-    assert sel.objective <= top_b(cost, 20, probs, omega, lam=1.0).objective
+        cut = balanced_select(cost, probs, 20, omega, 1.0, rel_gap=0.0, time_limit=0.3)  # the kicks cut by it
+    for sel in (stalled, cut):
+        check_selection(sel, 200, 20)
+        assert sel.status in {"FEASIBLE", "OPTIMAL"}
+        assert sel.status == "FEASIBLE" or sel.gap <= 1e-6  # OPTIMAL only when the LP bound itself proves it
+        assert sel.objective <= plain
+    assert stalled.fallback is None and stalled.timings["total"] < 10.0 and cut.fallback == "time_limit"
+    assert stalled.objective <= cut.objective + 1e-9  # the longer search found at least as good a selection
 
 
 def test_failed_lp_falls_back_to_a_balanced_greedy(monkeypatch):
