@@ -149,8 +149,8 @@ def choose_with_pilot(
         "prior_shift": shift, "embeddings": pool.embeddings[rest],
         "labeled_embeddings": np.concatenate([scores.labeled.embeddings, pool.embeddings[pilot]]),
     }
-    size = len(pilot)
-    selection = selector.select(pool.scores[rest], pool.probs[rest], budget - size, omega, seed=seed + cycle, **extra)
+    selection = selector.select(pool.scores[rest], pool.probs[rest], budget - len(pilot), omega, seed=seed + cycle,
+                                **extra)
     return np.concatenate([pilot, rest[selection.indices]]), selection, omega, shift
 
 

@@ -145,7 +145,7 @@ def balanced_select(
         return top_b(cost, budget, probs, omega, lam=0.0)
     if budget == 1:
         best = _best_single(cost, probs, omega, lam)
-        return finish(np.array([best]), cost[best] + lam * float(np.abs(omega - probs[best]).sum()), "OPTIMAL")
+        return finish(np.array([best]), objective(cost, probs, omega, lam, np.array([best])), "OPTIMAL")
 
     lin_cost = cost + lam * probs.sum(axis=1, dtype=np.float64)  # one-sided form: c_i = cost_i + lam r_i (Eq. 9)
     lp = LinearRelaxation(lin_cost, probs, omega, budget, lam)
