@@ -201,7 +201,7 @@ def balanced_select(
         return finish(out.rows if found < value else chosen, bound)
 
     # The kicks start from the swaps' selection, not from the MILP's (which depends on where its time ran out), so
-    # that a search that stalls gives the same answer on any machine; the better of the two is kept.
+    # that kicks which stall give the same selection on any machine; the better of the two is kept.
     kick_start = time.perf_counter()
     chosen = perturbed_search(chosen, frontier, cost, probs, omega, lam, deadline - _MARGIN, seed=seed)
     timings["search"] += time.perf_counter() - kick_start
