@@ -132,7 +132,8 @@ class ClassBalanced(Selector):
             trades one unit of score against one expected sample of imbalance.
         time_limit: seconds for the solver (with ``"auto"``: for the whole sweep); on time-out the best feasible
             selection is returned and flagged.
-        workers: accepted for configs written for the former CP-SAT search; the engine is deterministic.
+        workers: accepted for configs written for the former CP-SAT search; no effect (the engine's random kicks
+            are seeded by ``select``'s ``seed``).
         prior: ``"estimate"`` (default): correct ``P`` with the pool prior the callback estimates; a sequence: a
             known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction, with the
             paper's fixed ``lam``).
