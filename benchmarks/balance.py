@@ -150,7 +150,7 @@ def run_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[str
         held_data = (predict(model, dm, held_idx)[0], targets[held_idx]) if len(held_idx) else None
         train_prior = label_prior(targets[pools.training_indices()], num_classes)
         t0 = time.perf_counter()
-        shift = tracker.shift(train_prior, probs, *(held_data if held_data else (None, None)))
+        shift = tracker.shift(train_prior, probs, *(held_data if held_data else (None, None)), pool_indices=pool)
         record["prior_seconds"] = time.perf_counter() - t0
         true_prior = np.bincount(truth, minlength=num_classes) / len(truth)
         record["true_prior"] = true_prior.tolist()
@@ -169,7 +169,7 @@ def run_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[str
         }
         trajectory = picks[f"CB-corrected lam={args.trajectory_lam:g}"]
         t0 = time.perf_counter()
-        tracker.observe(probs, trajectory, truth[trajectory])
+        tracker.observe(probs, trajectory, truth[trajectory], pool)  # the prior, and the calibrated posteriors kept
         record["prior_seconds"] += time.perf_counter() - t0
         pools.label(pool[trajectory], query)
         pools.release_held_out()

@@ -297,7 +297,7 @@ class ActiveLearningCallback(Callback):
             "epochs_per_cycle": self.epochs_per_cycle,
             "initial_weights": self._initial_weights,
             "rng": _get_rng_states(),
-            "prior": self.prior.state_dict(),
+            "prior": _tensors(self.prior.state_dict()),
             "pending": _pending_state(self.pending),
             "run_dir": None if self.run_dir is None else str(self.run_dir),
         }
@@ -308,7 +308,7 @@ class ActiveLearningCallback(Callback):
         self.budget = state_dict["budget"]
         self.epochs_per_cycle = state_dict["epochs_per_cycle"]
         self._initial_weights = state_dict["initial_weights"]
-        self.prior.load_state_dict(state_dict.get("prior", {}))
+        self.prior.load_state_dict(_arrays(state_dict.get("prior", {})))
         self.pending = _pending_from_state(state_dict.get("pending"))
         # Continue the random streams where the checkpoint left them. This must happen now, during the restore:
         # a resumed fit creates its first train-dataloader iterator (which draws from the global RNG) before any
@@ -424,7 +424,9 @@ class ActiveLearningCallback(Callback):
         dm.pools.release_held_out()  # the calibration samples train from now on
         true = dm.targets[indices]
         start = time.perf_counter()
-        self.prior.observe(np.asarray(record.pop("pool_probs")), np.asarray(record.pop("rows")), true)  # next estimate
+        pool_indices = record.pop("pool_indices", None)  # None in a checkpoint saved before it was kept
+        self.prior.observe(np.asarray(record.pop("pool_probs")), np.asarray(record.pop("rows")), true,
+                           None if pool_indices is None else np.asarray(pool_indices))  # next estimate
         record["stats"]["prior_seconds"] += time.perf_counter() - start
         record["true"] = true.tolist()
         record["stats"]["l1_score"] = l1_score(np.bincount(true, minlength=dm.num_classes))  # Eq. 10, revealed labels
@@ -565,7 +567,8 @@ class ActiveLearningCallback(Callback):
         stats = dict(selection.summary())
         stats.update(
             expected_l1_score=l1_score(picked.sum(0)),  # Eq. 10 on the model's P^T z
-            corrected_expected_l1_score=l1_score(self.selector.balance_probs(picked, shift).sum(0)),  # what was balanced
+            # what the balance term counted
+            corrected_expected_l1_score=l1_score(self.selector.balance_probs(picked, shift.rows(rows)).sum(0)),
             prior_corrected=float(used is not None and used.pool_prior is not None),
             pseudo_label_l1_score=l1_score(np.bincount(predicted, minlength=dm.num_classes)),
             inference_seconds=scores.seconds,
@@ -587,10 +590,12 @@ class ActiveLearningCallback(Callback):
                 "reason": shift.reason if used is None or used.pool_prior is None else "",
                 "estimated": None if shift.pool_prior is None else np.asarray(shift.pool_prior).tolist(),
                 "used": None if estimate is None else np.asarray(estimate).tolist(),
+                "calibrated": used is not None and used.pool_prior is not None and used.calibrated is not None,
             },
             "tracker": self.prior.state_dict(),
-            "pool_probs": preds.probs,  # with "rows", for the prior estimate once the labels are revealed
+            "pool_probs": preds.probs,  # with "rows" and "pool_indices": the prior estimate once labels are revealed
             "rows": rows,
+            "pool_indices": preds.indices,
         }
 
     def _pilot_round(self, cycle: int, indices: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -927,25 +932,36 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+_PENDING_ARRAYS = ("pool_probs", "rows", "pool_indices")  # a query's arrays kept until its labels are revealed
+
+
 def _pending_state(pending: dict[str, Any] | None) -> dict[str, Any] | None:
     """A pending record for a checkpoint: its arrays as tensors, so ``torch.load(weights_only=True)`` reads it."""
     if pending is None:
         return None
-    state = copy.deepcopy({k: v for k, v in pending.items() if k not in ("pool_probs", "rows")})
-    if "rows" in pending:  # a pilot round has chosen nothing yet
-        state["pool_probs"] = torch.from_numpy(np.ascontiguousarray(pending["pool_probs"], dtype=np.float32))
-        state["rows"] = torch.from_numpy(np.asarray(pending["rows"], dtype=np.int64))
-    return state
+    state = copy.deepcopy({k: v for k, v in pending.items() if k not in _PENDING_ARRAYS})
+    return state | _tensors({k: pending[k] for k in _PENDING_ARRAYS if k in pending})  # a pilot round has none yet
 
 
 def _pending_from_state(state: dict[str, Any] | None) -> dict[str, Any] | None:
     if state is None:
         return None
-    pending = copy.deepcopy({k: v for k, v in state.items() if k not in ("pool_probs", "rows")})
-    for key in ("pool_probs", "rows"):
-        if key in state:
-            pending[key] = state[key].numpy() if isinstance(state[key], torch.Tensor) else np.asarray(state[key])
-    return pending
+    pending = copy.deepcopy({k: v for k, v in state.items() if k not in _PENDING_ARRAYS})
+    return pending | _arrays({k: state[k] for k in _PENDING_ARRAYS if k in state})
+
+
+def _tensors(state: Any) -> Any:
+    """``state`` with every numpy array (nested in dicts) as a tensor, for a checkpoint read with ``weights_only``."""
+    if isinstance(state, dict):
+        return {k: _tensors(v) for k, v in state.items()}
+    return torch.from_numpy(np.ascontiguousarray(state)) if isinstance(state, np.ndarray) else state
+
+
+def _arrays(state: Any) -> Any:
+    """The inverse of :func:`_tensors`."""
+    if isinstance(state, dict):
+        return {k: _arrays(v) for k, v in state.items()}
+    return state.numpy() if isinstance(state, torch.Tensor) else state
 
 
 def _rows_of(pool_indices: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from cbal_lightning.inference import PoolPredictions, predict_pool, shard_sample
 from cbal_lightning.pools import PoolState
 from cbal_lightning.scoring import Scorer
 from cbal_lightning.selection import Selection, Selector, class_targets
-from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior, revealed_prior
+from cbal_lightning.selection.prior import MIN_LABELS_PER_CLASS, PriorShift, PriorTracker, label_prior, revealed_shift
 from cbal_lightning.splits import stratified_subset
 
 __all__ = [
@@ -134,21 +134,23 @@ def choose_with_pilot(
 
     ``pilot`` rows of ``scores.pool`` (:func:`draw_pilot`) have the class ``labels`` (revealed by the oracle, or
     given by people in the pilot round). A random sample of the pool, their labels calibrate the model on pool data,
-    so :func:`~cbal_lightning.selection.prior.revealed_prior` estimates the prior of the rest of the pool. The other
-    ``budget - len(pilot)`` rows are chosen by ``selector`` with ``P`` corrected by that estimate (``shift``) and the
-    targets ``omega`` of Eq. 4 counting the pilot as labeled. ``rows``: the pilot's rows, then ``selection``'s (rows
-    of the pool without the pilot, mapped back to rows of ``scores.pool``).
+    so :func:`~cbal_lightning.selection.prior.revealed_shift` estimates the prior of the rest of the pool and
+    calibrates the pool's posteriors. The other ``budget - len(pilot)`` rows are chosen by ``selector`` with ``P``
+    corrected by those (``shift``, for every row of ``scores.pool``) and the targets ``omega`` of Eq. 4 counting the
+    pilot as labeled. ``rows``: the pilot's rows, then ``selection``'s (rows of the pool without the pilot, mapped
+    back to rows of ``scores.pool``).
     """
     pool = scores.pool
     labels = np.asarray(labels, dtype=np.int64)
-    shift = PriorShift(revealed_prior(pool.probs, pilot, labels), train_prior, "pilot")
+    shift = revealed_shift(pool.probs, pilot, labels, train_prior, "pilot")
     rest = np.setdiff1d(np.arange(len(pool.indices)), pilot)
     counts = pools.labeled_counts() + np.bincount(labels, minlength=pool.probs.shape[1])
     omega = class_targets(counts, budget, cycle, pools.initial_size)  # Eq. 4, the pilot counted as labeled
-    extra: dict[str, Any] = {"prior_shift": shift} if scores.labeled is None else {
-        "prior_shift": shift, "embeddings": pool.embeddings[rest],
+    extra: dict[str, Any] = {} if scores.labeled is None else {
+        "embeddings": pool.embeddings[rest],
         "labeled_embeddings": np.concatenate([scores.labeled.embeddings, pool.embeddings[pilot]]),
     }
+    extra["prior_shift"] = shift.rows(rest)
     selection = selector.select(pool.scores[rest], pool.probs[rest], budget - len(pilot), omega, seed=seed + cycle,
                                 **extra)
     return np.concatenate([pilot, rest[selection.indices]]), selection, omega, shift
@@ -167,8 +169,8 @@ def hold_out_for_calibration(dm: Any, fraction: float, seed: int) -> int:
 
 def estimate_shift(tracker: PriorTracker, dm: Any, pool: PoolPredictions, heldout: PoolPredictions | None) -> PriorShift:
     """The label shift of this query: the prior of the labels the model trained on, and ``tracker``'s estimate of
-    the pool's (from ``heldout`` predictions when there are any)."""
+    the pool's (from ``heldout`` predictions when there are any) with the posteriors it kept for the pool's samples."""
     train_prior = label_prior(dm.targets[dm.pools.training_indices()], dm.num_classes)
     if heldout is None:
-        return tracker.shift(train_prior, pool.probs)
-    return tracker.shift(train_prior, pool.probs, heldout.probs, dm.targets[heldout.indices])
+        return tracker.shift(train_prior, pool.probs, pool_indices=pool.indices)
+    return tracker.shift(train_prior, pool.probs, heldout.probs, dm.targets[heldout.indices], pool_indices=pool.indices)

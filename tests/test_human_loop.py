@@ -161,7 +161,7 @@ def test_the_first_query_asks_for_a_random_pilot_then_for_the_rest(fit_module, t
     record = al.history[1]
     assert al.waiting_for_labels is None and al.cycle == 1 and "acc" in record["test"]
     assert _labels_by_path(dm) == pilot | rest and len(record["true"]) == 30  # one batch: the pilot, then the rest
-    assert record["stats"]["pilot_size"] == 15 and record["prior"]["method"] == "pilot"
+    assert record["stats"]["pilot_size"] == 15 and record["prior"]["method"] == "pilot" and record["prior"]["calibrated"]
     assert record["stats"]["prior_corrected"] == 1.0 and "pilot_labels" not in record
     assert al.state_dict()["prior"]["method"] == "revealed"  # the tracker learned from the whole batch
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from cbal_lightning.selection.prior import (
     PRIOR_FLOOR,
     PriorShift,
     PriorTracker,
+    revealed_shift,
     bbse_prior,
     correct_posteriors,
     fit_calibration,
@@ -154,6 +157,77 @@ def test_tracker_uses_held_out_labels_then_revealed_ones() -> None:
     later = tracker.shift(np.full(3, 1 / 3), pool)
     remaining = label_prior(np.delete(y_pool, rows), 3)
     assert later.method == "revealed" and tv(later.pool_prior, remaining) < uncorrected / 4
+
+
+def test_revealed_posteriors_follow_the_pool_samples_to_the_next_query() -> None:
+    rng = np.random.default_rng(5)
+    x, y = sample(600, TARGET, rng)
+    pool, indices = model_probs(x).astype(np.float32), rng.permutation(10_000)[:600]  # train indices, any order
+    rows = rng.choice(600, 90, replace=False)
+    tracker = PriorTracker()
+    tracker.observe(pool, rows, y[rows], indices)
+    left = np.setdiff1d(np.arange(600), rows)
+    kept = tracker.posteriors
+    assert kept is not None and np.array_equal(kept.indices, np.sort(indices[left]))
+    want = fit_calibration(pool[rows], y[rows]).apply(pool[left])[np.argsort(indices[left])]
+    np.testing.assert_allclose(kept.probs, want, atol=1e-6)
+    # the next query's pool: what was left, shuffled, and one sample that was never scored before
+    order = rng.permutation(left)
+    new = model_probs(np.array([0.3]))
+    pool2 = np.concatenate([pool[order], new]).astype(np.float32)
+    indices2 = np.concatenate([indices[order], [99_999]])
+    shift = tracker.shift(np.full(3, 1 / 3), pool2, pool_indices=indices2)
+    np.testing.assert_allclose(shift.calibrated[:-1], fit_calibration(pool[rows], y[rows]).apply(pool[order]), atol=1e-6)
+    np.testing.assert_allclose(shift.calibrated[-1], correct_posteriors(new, tracker.pool_prior, np.full(3, 1 / 3))[0], atol=1e-6)
+    np.testing.assert_array_equal(shift.correct(pool2), shift.calibrated)  # what the balance term counts
+    assert tracker.shift(np.full(3, 1 / 3), pool2).calibrated is None  # no indices: the prior alone
+    with pytest.raises(ValueError, match="pool_indices"):
+        tracker.shift(np.full(3, 1 / 3), pool2, pool_indices=indices2[:3])
+    with pytest.raises(ValueError, match="PriorShift.rows"):
+        shift.correct(pool2[:5])
+    np.testing.assert_allclose(shift.rows(np.arange(5)).correct(pool2[:5]), shift.correct(pool2)[:5])
+    # state: round trip, checked when loaded, dropped when a batch is too small to re-estimate from
+    restored = PriorTracker()
+    restored.load_state_dict(tracker.state_dict())
+    np.testing.assert_array_equal(restored.posteriors.probs, kept.probs)
+    bad = tracker.state_dict() | {"posteriors": {"indices": kept.indices[::-1], "probs": kept.probs}}
+    with pytest.raises(ValueError, match="posteriors"):
+        PriorTracker().load_state_dict(bad)
+    tracker.observe(pool2, np.arange(4), np.array([0, 0, 1, 2]), indices2)
+    assert tracker.posteriors is None and tracker.method == "revealed"
+
+
+def test_pool_calibrated_posteriors_mend_a_confusion_the_prior_leaves() -> None:
+    # The model that chose the revealed batch is calibrated on it; the retrained model takes half of class 1 for the
+    # rare class 2, confidently (a class-pair confusion, not a prior). Asked for class 2, the prior correction alone
+    # picks those; counting the pool-calibrated posteriors instead, the batch holds true class 2.
+    rng = np.random.default_rng(6)
+    x, y = sample(3000, np.array([0.6, 0.3, 0.1]), rng)
+    before = model_probs(x, overconfidence=1.0)
+    rows = rng.choice(3000, 300, replace=False)
+    tracker = PriorTracker()
+    tracker.observe(before, rows, y[rows], np.arange(3000))
+    left = np.setdiff1d(np.arange(3000), rows)
+    after = model_probs(x[left], overconfidence=1.0)
+    confused = (y[left] == 1) & (rng.random(left.size) < 0.5)
+    after[confused] = [0.0005, 0.0005, 0.999]
+    shift = tracker.shift(np.full(3, 1 / 3), after, pool_indices=left)
+    picks = {}
+    for name, used in (("prior", replace(shift, calibrated=None)), ("calibrated", shift)):
+        chosen = ClassBalanced(lam=20.0, time_limit=5.0).select(np.zeros(left.size), after, 60, np.array([0.0, 0.0, 60.0]),
+                                                                 prior_shift=used).indices
+        picks[name] = int((y[left][chosen] == 2).sum())
+    assert picks["calibrated"] >= picks["prior"] + 30, picks
+
+
+def test_revealed_shift_calibrates_every_row() -> None:
+    rng = np.random.default_rng(7)
+    x, y = sample(800, TARGET, rng)
+    probs, rows = model_probs(x), rng.choice(800, 120, replace=False)
+    shift = revealed_shift(probs, rows, y[rows], np.full(3, 1 / 3), "pilot")
+    np.testing.assert_allclose(shift.pool_prior, revealed_prior(probs, rows, y[rows]))
+    assert shift.calibrated.dtype == np.float32 and shift.method == "pilot"
+    np.testing.assert_allclose(shift.calibrated, fit_calibration(probs[rows], y[rows]).apply(probs), atol=1e-6)
 
 
 def test_class_balanced_corrects_only_when_asked() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from cbal_lightning import ActiveLearningCallback, DigitsDataModule, ImageClassifier
@@ -63,9 +64,19 @@ def test_held_out_calibration_labels_then_revealed_ones_correct_the_default_sele
     revealed = dm.targets[np.concatenate([dm.pools.labeled_indices(cycle=1), dm.pools.labeled_indices(cycle=2)])]
     np.testing.assert_allclose(second["prior"]["revealed"], np.bincount(revealed, minlength=10) / len(revealed))
     assert json.loads((tmp_path / HISTORY_FILE).read_text())[2]["prior"]["method"] == "revealed"
-    # the estimate travels with the checkpoint state
+    # from query 2 on, the balance term also counts the previous model's posteriors calibrated on the revealed labels
+    assert first["prior"]["calibrated"] is False and second["prior"]["calibrated"] is True
+    # the estimate and those posteriors (of the pool left) travel with the checkpoint, readable with weights_only
     state = al.state_dict()["prior"]
     assert state["method"] == "revealed" and len(state["pool_prior"]) == 10
+    pool = dm.pools.unlabeled_indices()
+    assert isinstance(state["posteriors"]["probs"], torch.Tensor) and state["posteriors"]["probs"].shape == (len(pool), 10)
+    np.testing.assert_array_equal(state["posteriors"]["indices"].numpy(), np.sort(pool))
+    torch.save(al.state_dict(), tmp_path / "state.pt")
+    restored = ActiveLearningCallback(budget=BUDGET, cycles=2, output_dir=str(tmp_path))
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    np.testing.assert_array_equal(restored.prior.posteriors.probs, al.prior.posteriors.probs)
+    assert restored.prior.method == "revealed"
 
 
 def test_paper_mode_holds_nothing_out_and_balances_the_uncorrected_p(tmp_path: Path) -> None:

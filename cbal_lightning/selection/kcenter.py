@@ -163,7 +163,8 @@ class KCenterGreedy(Selector):
 
     Ignores ``scores`` and ``seed`` (the method is deterministic). See :func:`kcenter_greedy` for ``lam`` scaling.
     ``prior`` as for :class:`~cbal_lightning.selection.selectors.ClassBalanced`: by default the balance term counts
-    ``P`` corrected for the pool's class prior; ``prior=None`` is the paper's Algorithm 2 exactly.
+    ``P`` corrected for the pool's label shift (its prior, then calibrated posteriors); ``prior=None`` is the
+    paper's Algorithm 2 exactly.
 
     Example:
         >>> pool = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [9.0, 0.0]], dtype=np.float32)

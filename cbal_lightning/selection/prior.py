@@ -19,12 +19,17 @@ Estimators of ``q`` without pool labels, all numpy/scipy (no torch):
   calibration *on pool data*, and the mean of the calibrated posteriors over the pool it was chosen from,
   minus the batch's revealed counts, estimates the prior of what remains.
 
+Once labels were revealed, the balance term counts the posteriors of the model that chose the revealed
+samples, calibrated on them (:func:`revealed_shift`, :meth:`PriorShift.correct`): a calibration out of sample,
+on pool data. ``P`` of the model trained on those samples can only be corrected for the prior, and on
+CIFAR-10-LT its class-pair confusions (cats counted as the tail class dog) were what that correction left.
+
 ``docs/prior.md`` has the measurements that chose between them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize, nnls
@@ -35,10 +40,12 @@ __all__ = [
     "Calibration",
     "PriorShift",
     "PriorTracker",
+    "PoolPosteriors",
     "fit_calibration",
     "mlls_prior",
     "bbse_prior",
     "revealed_prior",
+    "revealed_shift",
     "correct_posteriors",
     "label_prior",
 ]
@@ -82,6 +89,14 @@ def _check_labels(labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    indices = np.asarray(indices).reshape(-1)
+    if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"pool_indices: expected {n} integer train indices (one per row of pool_probs), got shape "
+                         f"{indices.shape}, dtype {indices.dtype}")
+    return indices.astype(np.int64)
+
+
 def label_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """The class distribution of ``labels`` (uniform when there are none).
 
@@ -100,12 +115,16 @@ class Calibration:
     temperature: float
     bias: np.ndarray  # (C,), bias[0] = 0
 
-    def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities (float64, same shape)."""
-        logits = _log_probs(_check_probs(probs)) / self.temperature + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        out = np.exp(logits)
-        return out / out.sum(axis=1, keepdims=True)
+    def apply(self, probs: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """Calibrated probabilities (same shape, ``dtype``), block by block."""
+        probs = _check_probs(probs)
+        out = np.empty(probs.shape, dtype=dtype)
+        for start in range(0, len(probs), _CHUNK):
+            logits = _log_probs(probs[start : start + _CHUNK]) / self.temperature + self.bias
+            logits -= logits.max(axis=1, keepdims=True)
+            block = np.exp(logits)
+            out[start : start + _CHUNK] = block / block.sum(axis=1, keepdims=True)
+        return out
 
     def mean(self, probs: np.ndarray) -> np.ndarray:
         """Column mean of :meth:`apply`, block by block (no full copy of a large ``probs``)."""
@@ -235,11 +254,32 @@ def revealed_prior(probs: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> n
         >>> revealed_prior(probs, rows, truth[rows]).round(2)
         array([0.9, 0.1])
     """
+    return _revealed(probs, rows, labels)[0]
+
+
+def revealed_shift(
+    probs: np.ndarray, rows: np.ndarray, labels: np.ndarray, train_prior: np.ndarray, method: str = "revealed"
+) -> PriorShift:
+    """The label shift after ``labels`` were revealed for ``probs[rows]``: :func:`revealed_prior`'s estimate, and
+    every row of ``probs`` calibrated by the same fit (``calibrated``, float32), the posteriors the balance term
+    counts (:meth:`PriorShift.correct`).
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]] * 20)
+        >>> shift = revealed_shift(probs, np.arange(80), np.array([0, 1, 1, 0] * 20), np.array([0.5, 0.5]))
+        >>> shift.calibrated.shape, shift.method
+        ((80, 2), 'revealed')
+    """
+    prior, calibration = _revealed(probs, rows, labels)
+    return PriorShift(prior, train_prior, method, calibrated=calibration.apply(probs, np.float32))
+
+
+def _revealed(probs: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, Calibration]:
     probs = _check_probs(probs)
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     labels = _check_labels(labels, len(rows), probs.shape[1])
     calibration = fit_calibration(probs[rows], labels)
-    return _remaining_prior(calibration.mean(probs) * len(probs), labels)
+    return _remaining_prior(calibration.mean(probs) * len(probs), labels), calibration
 
 
 def _remaining_prior(expected_counts: np.ndarray, revealed: np.ndarray) -> np.ndarray:
@@ -273,26 +313,68 @@ def correct_posteriors(probs: np.ndarray, pool_prior: np.ndarray, train_prior: n
 
 @dataclass(frozen=True)
 class PriorShift:
-    """What a selector needs to correct ``P`` for label shift: the pool's prior and the labeled set's.
+    """What a selector needs to correct ``P`` for label shift: the pool's prior and the labeled set's, and, once
+    labels were revealed, pool posteriors calibrated on them.
 
     ``pool_prior`` is ``None`` when no reliable estimate exists; ``reason`` then says why, and
-    :meth:`correct` returns ``probs`` unchanged (the paper's Eq. 8).
+    :meth:`correct` returns ``probs`` unchanged (the paper's Eq. 8). ``calibrated`` (optional): for the same rows
+    as the ``probs`` :meth:`correct` is given, the posteriors of the model that chose the revealed labels,
+    calibrated on them (:func:`revealed_shift`), which :meth:`correct` returns instead of correcting ``probs``;
+    :meth:`rows` takes the rows of a part of the pool.
 
     Example:
         >>> shift = PriorShift(np.array([0.9, 0.1]), np.array([0.5, 0.5]), method="given")
         >>> shift.correct(np.array([[0.5, 0.5]]))
         array([[0.9, 0.1]])
+        >>> replace(shift, calibrated=np.array([[0.7, 0.3]])).correct(np.array([[0.5, 0.5]]))
+        array([[0.7, 0.3]])
     """
 
     pool_prior: np.ndarray | None
     train_prior: np.ndarray
     method: str
     reason: str = ""
+    calibrated: np.ndarray | None = None
 
     def correct(self, probs: np.ndarray) -> np.ndarray:
+        """The posteriors the balance term counts for ``probs``' rows: ``calibrated`` when given, else ``p'(y|x)``
+        (above); in ``probs``' float dtype."""
         if self.pool_prior is None:
             return probs
-        return correct_posteriors(probs, self.pool_prior, self.train_prior)
+        if self.calibrated is None:
+            return correct_posteriors(probs, self.pool_prior, self.train_prior)
+        probs = _check_probs(probs)
+        if self.calibrated.shape != probs.shape:
+            raise ValueError(f"PriorShift.calibrated has shape {self.calibrated.shape} but probs {probs.shape}: take "
+                             "the rows of the part of the pool with PriorShift.rows(rows)")
+        dtype = probs.dtype if np.issubdtype(probs.dtype, np.floating) else np.float64
+        return self.calibrated.astype(dtype, copy=False)
+
+    def rows(self, rows: np.ndarray) -> PriorShift:
+        """The shift for ``probs[rows]``: ``calibrated`` restricted to those rows."""
+        return self if self.calibrated is None else replace(self, calibrated=self.calibrated[rows])
+
+
+@dataclass(frozen=True)
+class PoolPosteriors:
+    """Posteriors of pool samples by their train ``indices`` (sorted): what the tracker keeps between queries.
+
+    Example:
+        >>> kept = PoolPosteriors(np.array([3, 7]), np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32))
+        >>> kept.take(np.array([7, 5, 3]))[1].tolist()  # found, and rows of 5: not kept
+        [True, False, True]
+    """
+
+    indices: np.ndarray
+    probs: np.ndarray
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs, found)``: the kept posteriors of ``indices`` (rows not kept: zeros) and which were kept."""
+        pos = np.minimum(np.searchsorted(self.indices, indices), max(len(self.indices) - 1, 0))
+        found = self.indices[pos] == indices if len(self.indices) else np.zeros(len(indices), dtype=bool)
+        out = np.zeros((len(indices), self.probs.shape[1]), dtype=self.probs.dtype)
+        out[found] = self.probs[pos[found]]
+        return out, found
 
 
 class PriorTracker:
@@ -301,9 +383,11 @@ class PriorTracker:
     * The first query has no pool labels. Given held-out labeled predictions (the callback's opt-in
       ``calibration_fraction``), MLLS + BCTS (:func:`mlls_prior`) on them, every class kept at
       :data:`PRIOR_FLOOR` ``/ C`` at least; otherwise no estimate.
-    * After every query, the revealed labels give the next estimate (:func:`revealed_prior`). A batch with
-      fewer than :data:`MIN_LABELS_PER_CLASS` labels per class carries the previous estimate forward instead,
-      less the revealed counts.
+    * After every query, the revealed labels give the next estimate (:func:`revealed_prior`), and the
+      calibrated posteriors of the pool left (``posteriors``, by train index, when :meth:`observe` is given the
+      pool's indices): the next query's :class:`PriorShift` carries them for the samples still in the pool. A
+      batch with fewer than :data:`MIN_LABELS_PER_CLASS` labels per class carries the previous estimate forward
+      instead, less the revealed counts, without posteriors.
     * Without either, :meth:`shift` returns a :class:`PriorShift` with no pool prior and the reason, and the
       selector balances the uncorrected ``P``. An estimator that fails numerically does the same.
 
@@ -316,6 +400,7 @@ class PriorTracker:
     def __init__(self) -> None:
         self.pool_prior: np.ndarray | None = None
         self.method = "none"
+        self.posteriors: PoolPosteriors | None = None
 
     @staticmethod
     def _enough(n_labels: int, num_classes: int) -> bool:
@@ -327,8 +412,12 @@ class PriorTracker:
         pool_probs: np.ndarray,
         heldout_probs: np.ndarray | None = None,
         heldout_labels: np.ndarray | None = None,
+        *,
+        pool_indices: np.ndarray | None = None,
     ) -> PriorShift:
-        """The label shift for this query: from the held-out labels when given, else the tracked estimate."""
+        """The label shift for this query: from the held-out labels when given, else the tracked estimate, with the
+        kept posteriors of ``pool_indices`` (the train indices of ``pool_probs``' rows) when there are any; a row
+        not kept gets its ``P`` corrected for the prior."""
         pool_probs = _check_probs(pool_probs, "pool_probs")
         num_classes = pool_probs.shape[1]
         train_prior = _check_prior(train_prior, num_classes, "train_prior")
@@ -345,36 +434,70 @@ class PriorTracker:
                 return self._carried(train_prior, f"MLLS failed ({err})")
             if not np.isfinite(prior).all():
                 return self._carried(train_prior, "MLLS gave a non-finite prior")
-            self.pool_prior, self.method = prior, "mlls-bcts"
+            self.pool_prior, self.method, self.posteriors = prior, "mlls-bcts", None
             return PriorShift(prior, train_prior, self.method)
-        return self._carried(train_prior, "no held-out or revealed labels yet")
+        shift = self._carried(train_prior, "no held-out or revealed labels yet")
+        if shift.pool_prior is None or self.posteriors is None or pool_indices is None:
+            return shift
+        if self.posteriors.probs.shape[1] != num_classes:
+            raise ValueError(f"the tracked posteriors have {self.posteriors.probs.shape[1]} classes, the pool "
+                             f"{num_classes}")
+        calibrated, found = self.posteriors.take(_check_indices(pool_indices, len(pool_probs)))
+        if not found.all():
+            calibrated[~found] = correct_posteriors(pool_probs[~found], shift.pool_prior, train_prior)
+        return replace(shift, calibrated=calibrated)
 
     def _carried(self, train_prior: np.ndarray, reason: str) -> PriorShift:
         if self.pool_prior is None:
             return PriorShift(None, train_prior, "none", reason)
         return PriorShift(self.pool_prior, train_prior, self.method)
 
-    def observe(self, pool_probs: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
-        """Update the estimate with the labels revealed for ``pool_probs[rows]``: the prior of what remains."""
+    def observe(
+        self, pool_probs: np.ndarray, rows: np.ndarray, labels: np.ndarray, pool_indices: np.ndarray | None = None
+    ) -> None:
+        """Update the estimate with the labels revealed for ``pool_probs[rows]``: the prior of what remains and, given
+        ``pool_indices`` (the train indices of ``pool_probs``' rows), the calibrated posteriors of what remains."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         pool_probs = _check_probs(pool_probs, "pool_probs")
         num_classes = pool_probs.shape[1]
+        self.posteriors = None
         if self._enough(len(rows), num_classes):
             try:
-                prior = revealed_prior(pool_probs, rows, labels)
-                if np.isfinite(prior).all():
-                    self.pool_prior, self.method = prior, "revealed"
-                    return
+                prior, calibration = _revealed(pool_probs, rows, labels)
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-                pass  # carry the previous estimate forward below
+                prior = None  # carry the previous estimate forward below
+            if prior is not None and np.isfinite(prior).all():
+                self.pool_prior, self.method = prior, "revealed"
+                if pool_indices is not None:
+                    left = np.setdiff1d(np.arange(len(pool_probs)), rows)
+                    indices = _check_indices(pool_indices, len(pool_probs))[left]
+                    order = np.argsort(indices, kind="stable")
+                    kept = calibration.apply(pool_probs[left[order]], np.float32)
+                    self.posteriors = PoolPosteriors(indices[order], kept)
+                return
         if self.pool_prior is not None:
             self.pool_prior = _remaining_prior(self.pool_prior * len(pool_probs), labels)
 
     def state_dict(self) -> dict[str, object]:
-        return {"pool_prior": None if self.pool_prior is None else self.pool_prior.tolist(), "method": self.method}
+        """The estimate, its method and the kept posteriors (numpy arrays: ``{"indices", "probs"}``, or None)."""
+        kept = None if self.posteriors is None else {"indices": self.posteriors.indices, "probs": self.posteriors.probs}
+        return {"pool_prior": None if self.pool_prior is None else self.pool_prior.tolist(), "method": self.method,
+                "posteriors": kept}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict`'s output (arrays as numpy arrays or lists); checks shapes and values."""
         prior = state.get("pool_prior")
         self.pool_prior = None if prior is None else _check_prior(np.asarray(prior), len(prior), "pool_prior")  # type: ignore[arg-type]
         self.method = str(state.get("method", "none"))
+        kept = state.get("posteriors")
+        self.posteriors = None
+        if kept is not None:
+            indices = np.asarray(kept["indices"], dtype=np.int64).reshape(-1)  # type: ignore[index]
+            probs = np.asarray(kept["probs"], dtype=np.float32)  # type: ignore[index]
+            width = None if self.pool_prior is None else len(self.pool_prior)
+            if (probs.ndim != 2 or len(probs) != len(indices) or probs.shape[1] != width
+                    or (len(indices) > 1 and (np.diff(indices) <= 0).any()) or not np.isfinite(probs).all()):
+                raise ValueError(f"posteriors: expected sorted unique indices and finite ({len(indices)}, {width}) "
+                                 f"probabilities with a pool prior, got {probs.shape}")
+            self.posteriors = PoolPosteriors(indices, probs)

@@ -121,7 +121,10 @@ class ClassBalanced(Selector):
 
     By default the balance term counts posteriors corrected for the pool's class prior (``prior="estimate"``):
     a model trained on a balanced labeled set believes a long-tailed pool is balanced, so the paper's ``P^T z``
-    can be balanced while the true labels are not (docs/prior.md). ``prior=None`` is the paper's Eq. 8 exactly.
+    can be balanced while the true labels are not (docs/prior.md). Once labels were revealed, the callback's
+    estimate carries the posteriors of the model that chose them, calibrated on them, and the balance term counts
+    those (:meth:`~cbal_lightning.selection.prior.PriorShift.correct`). ``prior=None`` is the paper's Eq. 8
+    exactly.
 
     Args:
         lam: weight of the balance term ``||Omega - P^T z||_1``. ``"auto"`` (default): at every query, the
@@ -134,9 +137,10 @@ class ClassBalanced(Selector):
             selection is returned and flagged.
         workers: accepted for configs written for the former CP-SAT search; no effect (the engine's random kicks
             are seeded by ``select``'s ``seed``).
-        prior: ``"estimate"`` (default): correct ``P`` with the pool prior the callback estimates; a sequence: a
-            known pool class distribution; ``None``: the paper's uncorrected Eq. 8 (for reproduction, with the
-            paper's fixed ``lam``).
+        prior: ``"estimate"`` (default): correct ``P`` with the label shift the callback estimates (the pool prior,
+            and the calibrated posteriors once labels were revealed); a sequence: a known pool class distribution
+            (the prior alone); ``None``: the paper's uncorrected Eq. 8 (for reproduction, with the paper's fixed
+            ``lam``).
 
     Example:
         >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]])
