@@ -66,7 +66,9 @@ def first_query(snap: dict[str, np.ndarray], seed: int) -> np.ndarray:
 def variants(s1: dict[str, np.ndarray], rows: np.ndarray, s2: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, Any]]:
     """Posteriors for the balance term at query 2: ``name -> (probs, prior_shift)``; a ``None`` shift means the
     probs are counted as given."""
-    from cbal_lightning.selection.prior import Calibration, PriorShift, PriorTracker, fit_calibration, label_prior
+    from cbal_lightning.selection.prior import (
+        Calibration, PoolPosteriors, PriorShift, PriorTracker, fit_calibration, label_prior,
+    )
 
     c = s1["probs"].shape[1]
     tracker = PriorTracker()
@@ -75,8 +77,8 @@ def variants(s1: dict[str, np.ndarray], rows: np.ndarray, s2: dict[str, np.ndarr
     shift = tracker.shift(train_prior, s2["probs"], pool_indices=s2["pool"])
     prior_only = replace(shift, calibrated=None)
     calibrated = shift.correct(s2["probs"]).astype(np.float64)
-    order = np.searchsorted(s1["pool"], s2["pool"], sorter=np.argsort(s1["pool"]))
-    previous = s1["probs"][np.argsort(s1["pool"])[order]]
+    by_index = np.argsort(s1["pool"])
+    previous = PoolPosteriors(s1["pool"][by_index], s1["probs"][by_index]).take(s2["pool"])[0]  # query 2's rows
     temperature = fit_calibration(s1["probs"][rows], s1["truth"][rows]).temperature
     corrected = prior_only.correct(s2["probs"]).astype(np.float64)
     geometric = np.sqrt(corrected * calibrated)
