@@ -15,11 +15,14 @@ Each method runs in a forked child (killed ``kill_margin`` seconds after its tim
 its limit only now and then); memory is the child's peak RSS (VmHWM, includes the inherited instance) and its
 increase over the start. The alternatives run on the cases named by ``--alternatives`` (default: lam 1 at
 every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case (3, 10 and 30 s; ``--sizes ""`` runs it alone);
-``--imagenet`` adds N=1.28M, C=1000, b=64k with float32 P (engine only, time limit 120 s).
+``--imagenet`` adds N=1.28M, C=1000, b=64k with float32 P (engine only, time limit 120 s). ``--sharpen``
+multiplies the synthetic logits (more confident posteriors). ``--snapshots DIR`` adds real posteriors: the pool
+snapshots that ``benchmarks/posteriors.py`` caches (CIFAR-10-LT, SmallCNN), queries 1 and 2, size
+``cifar10lt-real``.
 
 Usage: ``python benchmarks/selection.py [--sizes cifar10lt,cifar100,tiny] [--lams 0.1,1,3] [--imbalance 0.1,1]
 [--cycles 1,3] [--time-limits cifar10lt=3,cifar100=3,tiny=15] [--repeat 3] [--small] [--imagenet] [--quick]
-[--out benchmarks/results/selection.json]``
+[--seed 0] [--sharpen 1] [--snapshots /tmp/cbal-pilot-cache] [--out benchmarks/results/selection.json]``
 """
 
 from __future__ import annotations
@@ -47,20 +50,22 @@ SIZES = {  # name: (pool N, classes C, budget b)
     "tiny": (90_000, 200, 5_000),
     "imagenet": (1_281_167, 1000, 64_000),
 }
-GOALS = {"cifar10lt": (3.0, 1e-4), "cifar100": (3.0, 1e-4), "tiny": (15.0, 5e-4), "imagenet": (120.0, 1e-3)}
+GOALS = {"cifar10lt": (3.0, 1e-4), "cifar10lt-real": (3.0, 1e-4), "cifar100": (3.0, 1e-4), "tiny": (15.0, 5e-4), "imagenet": (120.0, 1e-3)}
 IMBALANCE = 0.1
+INITIAL_PER_CLASS = 100  # the snapshots' uniform initial labeled set (benchmarks/posteriors.py)
 TARGET_ACCURACY = 0.65
 
 
 def synthetic_pool(
     n: int, n_classes: int, budget: int, *, imbalance: float = 0.1, cycle: int = 2, seed: int = 0,
-    dtype: type = np.float64,
+    dtype: type = np.float64, sharpen: float = 1.0,
 ) -> dict[str, Any]:
     """Seeded pool: probabilities, Eq. 8 cost and Eq. 4 targets for query ``cycle`` (1 gives Omega = b/C).
 
     Half the classes are rarer by ``imbalance`` (1 = balanced pool); the model is ~65 % accurate. Earlier
     queries are partly balanced draws (half the pool's class mix, half uniform) on top of a uniform initial
-    set of ``2b`` samples.
+    set of ``2b`` samples. ``sharpen`` multiplies the logits (same arg-max, so the same accuracy, more
+    confident posteriors: median top-1 probability 0.13 at 1 and 0.75 at 3 for C = 100).
     """
     rng = np.random.default_rng(seed)
     weights = np.where(np.arange(n_classes) < n_classes // 2, 1.0, imbalance)
@@ -84,6 +89,7 @@ def synthetic_pool(
         hi = min(n, lo + 65_536)
         logits = rng.normal(size=(hi - lo, n_classes)).astype(dtype)
         logits[np.arange(hi - lo), labels[lo:hi]] += high + jitter[lo:hi]
+        logits *= sharpen
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
@@ -96,6 +102,28 @@ def synthetic_pool(
     omega = class_targets(counts, budget, cycle, initial)  # Eq. 4 (Eq. 5 at cycle 1)
     accuracy_all = float((probs[:20_000].argmax(1) == labels[:20_000]).mean())
     return {"probs": probs, "cost": cost, "omega": omega, "accuracy": accuracy_all}
+
+
+def snapshot_pools(cache: Path, budgets: list[int]) -> list[tuple[dict[str, Any], int, dict[str, Any]]]:
+    """Real posteriors: the pool snapshots cached by ``benchmarks/posteriors.py`` (CIFAR-10-LT from the shared JPEGs,
+    IF 0.1, SmallCNN trained on the labeled set; ``seed*_q1_init.npz`` before query 1, ``seed*_q2_default.npz``
+    before query 2), float32 P as the callback hands it over, cost = negative entropy (Eq. 8), Eq. 4 targets from the
+    snapshot's labeled counts (a uniform initial set of ``INITIAL_PER_CLASS`` per class) for each budget."""
+    cases = []
+    for path in sorted(cache.glob("seed*_q[12]_*.npz")):
+        query = 1 if "_q1_init" in path.name else 2 if "_q2_default" in path.name else None
+        if query is None:
+            continue
+        snap = np.load(path)
+        probs = snap["probs"].astype(np.float32)
+        cost = (probs * np.log(np.maximum(probs, 1e-30))).sum(axis=1, dtype=np.float64)  # Eq. 8
+        counts = snap["labeled_counts"]
+        accuracy = float((probs.argmax(1) == snap["truth"]).mean())
+        for budget in budgets:
+            omega = class_targets(counts, budget, query, INITIAL_PER_CLASS * counts.size)  # Eq. 4
+            meta = {"imbalance": 0.1, "cycle": query, "snapshot": path.name}
+            cases.append(({"probs": probs, "cost": cost, "omega": omega, "accuracy": accuracy}, budget, meta))
+    return cases
 
 
 def one_sided(probs: np.ndarray, cost: np.ndarray, omega: np.ndarray, budget: int, lam: float):  # noqa: ANN201
@@ -296,7 +324,8 @@ def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, 
     row["meets_goal"] = bool(e["gap_max"] is not None and e["seconds_median"] <= goal_s and e["gap_max"] <= goal_gap)
     if name == "small":  # goal: no worse than HiGHS MILP given the same time
         row["meets_goal"] = bool(row["milp"].get("engine_minus_this", -1.0) <= 1e-9 or row["milp"]["objective"] is None)
-    print(f"{name} IF={meta.get('imbalance')} cycle={meta.get('cycle')} lam={lam:g}: engine {e['seconds']:.2f}s "
+    print(f"{name} {meta.get('snapshot', '')} IF={meta.get('imbalance')} cycle={meta.get('cycle')} b={budget} "
+          f"lam={lam:g}: engine {e['seconds']:.2f}s "
           f"(min {e['seconds_min']:.2f}, median {e['seconds_median']:.2f} of {len(e['repeats'])}) "
           f"gap {_fmt(e['gap_to_lp'], '.1e')} (max {_fmt(e['gap_max'], '.1e')}) [{e['status']}] "
           f"peak {_fmt(e['peak_mib'], '.0f')} MiB; "
@@ -321,6 +350,13 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="add the issue's N=300, C=5, b=30, lam=50 case")
     parser.add_argument("--imagenet", action="store_true", help="add N=1.28M, C=1000, b=64k (float32, 120 s)")
     parser.add_argument("--quick", action="store_true", help="CIFAR sizes, cycle 1, lam 1, no alternatives")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pools (0: the tables' instances)")
+    parser.add_argument("--sharpen", type=float, default=1.0,
+                        help="multiply the synthetic logits (more confident posteriors, same accuracy)")
+    parser.add_argument("--snapshots", type=Path, default=None,
+                        help="also run on the real pool snapshots of benchmarks/posteriors.py in this folder")
+    parser.add_argument("--snapshot-budgets", default="500,1350",
+                        help="budgets for the snapshots: the CPU runs' 500 and 5 %% of the pool")
     parser.add_argument("--out", default="benchmarks/results/selection.json")
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = parser.parse_args()
@@ -333,13 +369,22 @@ def main() -> None:
         n, n_classes, budget = SIZES[size]
         for imbalance in (float(x) for x in args.imbalance.split(",")):
             for cycle in (int(x) for x in args.cycles.split(",")):
-                inst = synthetic_pool(n, n_classes, budget, imbalance=imbalance, cycle=cycle)
+                inst = synthetic_pool(n, n_classes, budget, imbalance=imbalance, cycle=cycle, seed=args.seed,
+                                      sharpen=args.sharpen)
                 for lam in (float(x) for x in args.lams.split(",")):
                     alternatives = args.alternatives == "all" or (
                         args.alternatives == "lam=1" and (lam == 1.0 or size == "cifar10lt"))
                     results.append(run_case(size, inst, budget, lam, float(limits.get(size, 60)), alternatives,
-                                            args.kill_margin, {"imbalance": imbalance, "cycle": cycle},
+                                            args.kill_margin,
+                                            {"imbalance": imbalance, "cycle": cycle, "seed": args.seed,
+                                             "sharpen": args.sharpen},
                                             args.repeat))
+    if args.snapshots is not None:
+        budgets = [int(x) for x in args.snapshot_budgets.split(",")]
+        for inst, budget, meta in snapshot_pools(args.snapshots, budgets):
+            for lam in (float(x) for x in args.lams.split(",")):
+                results.append(run_case("cifar10lt-real", inst, budget, lam, float(limits.get("cifar10lt", 3)),
+                                        args.alternatives == "all", args.kill_margin, meta, args.repeat))
     if args.small:
         inst, budget = small_case()
         for limit in (3.0, 10.0, 30.0):
@@ -362,7 +407,7 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "load_average_at_end": os.getloadavg(), "args": vars(args),
+            "scipy": scipy.__version__, "load_average_at_end": os.getloadavg(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "memory": "peak_mib = VmHWM of the forked child (includes the inherited instance); "
                       "peak_delta_mib = VmHWM - VmRSS at the child's start"}
     runs = [meta]
