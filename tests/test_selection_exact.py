@@ -265,6 +265,27 @@ def test_double_move_applies_two_swaps_that_only_help_together():
     assert exact.indices.tolist() == [2, 3] and exact.objective == pytest.approx(-0.1)
 
 
+def test_complementary_pair_applies_two_swaps_whose_changes_cancel():
+    from cbal_lightning.selection.rounding import PAIR_MAX_CLASSES, swap_search
+
+    # Rows 0 and 1 sit on the targets. Each single swap for the cheaper rows 2 or 3 saves 0.3 but moves half a
+    # sample from one class to the other (+1.0 at lam 1); the two swaps together cancel (row 2 gives class 1 what
+    # row 3 takes): -0.6. Double moves off, so only the k-d tree pairing can find it.
+    probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.0, 1.0], [1.0, 0.0]])
+    cost, omega = np.array([0.0, 0.0, -0.3, -0.3]), np.array([1.0, 1.0])
+    args = (np.array([0, 1]), np.arange(4), cost, probs, omega, 1.0, float("inf"))
+    assert swap_search(*args, doubles=0).tolist() == [0, 1]  # no pair rows: no pairing
+    assert swap_search(*args, doubles=0, pair_rows=np.arange(4)).tolist() == [2, 3]
+    # Pairs are only tried while the objective is above pair_target (the engine: within rel_gap of its bound).
+    assert swap_search(*args, doubles=0, pair_rows=np.arange(4), pair_target=0.0).tolist() == [0, 1]
+    # Above PAIR_MAX_CLASSES classes k-d trees lose their edge: no pairing (empty classes added).
+    wide = np.hstack([probs, np.zeros((4, PAIR_MAX_CLASSES - 1))])
+    omega_wide = np.concatenate([omega, np.zeros(PAIR_MAX_CLASSES - 1)])
+    assert swap_search(np.array([0, 1]), np.arange(4), cost, wide, omega_wide, 1.0, float("inf"), doubles=0,
+                       pair_rows=np.arange(4)).tolist() == [0, 1]
+    assert balanced_select(cost, probs, 2, omega, 1.0).objective == pytest.approx(-0.6)
+
+
 def test_restricted_lp_is_not_started_when_its_setup_would_overrun_the_deadline():
     from cbal_lightning.selection.lp import LinearRelaxation
 
