@@ -276,6 +276,7 @@ def test_complementary_pair_applies_two_swaps_whose_changes_cancel():
     args = (np.array([0, 1]), np.arange(4), cost, probs, omega, 1.0, float("inf"))
     assert swap_search(*args, doubles=0).tolist() == [0, 1]  # no pair rows: no pairing
     assert swap_search(*args, doubles=0, pair_rows=np.arange(4)).tolist() == [2, 3]
+    assert swap_search(*args, doubles=0, pair_rows=np.array([0, 1])).tolist() == [0, 1]  # nothing to swap in
     # Pairs are only tried while the objective is above pair_target (the engine: within rel_gap of its bound).
     assert swap_search(*args, doubles=0, pair_rows=np.arange(4), pair_target=0.0).tolist() == [0, 1]
     # Above PAIR_MAX_CLASSES classes k-d trees lose their edge: no pairing (empty classes added).

@@ -26,8 +26,9 @@ Pipeline (every phase checks the deadline ``start + time_limit``):
    over the ``max_candidates`` rows nearest the frontier when that set is larger; it settles the easy instances.
 5. If it did not: iterated swaps with random kicks (:func:`~cbal_lightning.selection.rounding.perturbed_search`)
    until they stall (status "FEASIBLE", nothing cut) or the deadline, from step 3's swap optimum (the polished
-   copy and the MILP's selection are kept beside it; the best is returned). Measured on a small high-lambda case (N=300, C=5, b=30, lam=50): HiGHS MILP on the
-   whole problem reaches -40.71 in 10 s, the engine -41.38 in 1.6-8.3 s at limits of 3-30 s.
+   copy and the MILP's selection are kept beside it; the best is returned). Measured on a small high-lambda case
+   (N=300, C=5, b=30, lam=50): HiGHS MILP on the whole problem reaches -40.71 in 10 s, the engine -41.38 in
+   1.6-8.3 s at limits of 3-30 s.
 """
 
 from __future__ import annotations

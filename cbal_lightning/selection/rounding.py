@@ -190,7 +190,8 @@ def swap_search(
                 moves = _best_double(near, p_front, c_front, deviation, lam, doubles, deadline)
             if not moves and pair_pos is not None and value(deviation) > pair_target:
                 p_out, p_in = pair_pos[inside[pair_pos]], pair_pos[~inside[pair_pos]]
-                if time.perf_counter() + _PAIR_SECONDS * p_out.size * p_in.size * pairs < deadline:
+                if p_out.size and p_in.size and (
+                        time.perf_counter() + _PAIR_SECONDS * p_out.size * p_in.size * pairs < deadline):
                     moves = _complementary_pair(p_out, p_in, p_front, c_front, deviation, lam, pairs)
             if not moves:
                 break
