@@ -114,11 +114,10 @@ def snapshot_pools(cache: Path, budgets: list[int]) -> list[tuple[dict[str, Any]
         query = 1 if "_q1_init" in path.name else 2 if "_q2_default" in path.name else None
         if query is None:
             continue
-        snap = np.load(path)
-        probs = snap["probs"].astype(np.float32)
+        with np.load(path) as snap:
+            probs, counts, truth = snap["probs"].astype(np.float32), snap["labeled_counts"], snap["truth"]
         cost = (probs * np.log(np.maximum(probs, 1e-30))).sum(axis=1, dtype=np.float64)  # Eq. 8
-        counts = snap["labeled_counts"]
-        accuracy = float((probs.argmax(1) == snap["truth"]).mean())
+        accuracy = float((probs.argmax(1) == truth).mean())
         for budget in budgets:
             omega = class_targets(counts, budget, query, INITIAL_PER_CLASS * counts.size)  # Eq. 4
             meta = {"imbalance": 0.1, "cycle": query, "snapshot": path.name}
