@@ -50,7 +50,8 @@ SIZES = {  # name: (pool N, classes C, budget b)
     "tiny": (90_000, 200, 5_000),
     "imagenet": (1_281_167, 1000, 64_000),
 }
-GOALS = {"cifar10lt": (3.0, 1e-4), "cifar10lt-real": (3.0, 1e-4), "cifar100": (3.0, 1e-4), "tiny": (15.0, 5e-4), "imagenet": (120.0, 1e-3)}
+GOALS = {"cifar10lt": (3.0, 1e-4), "cifar10lt-real": (3.0, 1e-4), "cifar100": (3.0, 1e-4), "tiny": (15.0, 5e-4),
+         "imagenet": (120.0, 1e-3)}
 IMBALANCE = 0.1
 INITIAL_PER_CLASS = 100  # the snapshots' uniform initial labeled set (benchmarks/posteriors.py)
 TARGET_ACCURACY = 0.65
@@ -406,7 +407,8 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "load_average_at_end": os.getloadavg(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "scipy": scipy.__version__, "load_average_at_end": os.getloadavg(),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "memory": "peak_mib = VmHWM of the forked child (includes the inherited instance); "
                       "peak_delta_mib = VmHWM - VmRSS at the child's start"}
     runs = [meta]
