@@ -14,15 +14,19 @@ tailed (IF 0.1) or balanced (IF 1), targets of query 1 (Omega = b/C, Eq. 5) and 
 Each method runs in a forked child (killed ``kill_margin`` seconds after its time limit, since HiGHS checks
 its limit only now and then); memory is the child's peak RSS (VmHWM, includes the inherited instance) and its
 increase over the start. The alternatives run on the cases named by ``--alternatives`` (default: lam 1 at
-every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case (3, 10 and 30 s; ``--sizes ""`` runs it alone);
+every size and pool, all lam at CIFAR-10-LT size). ``--small`` adds the issue's N=300, C=5, b=30, lam=50 case
+(3, 10 and 30 s; ``--sizes ""`` runs it alone);
 ``--imagenet`` adds N=1.28M, C=1000, b=64k with float32 P (engine only, time limit 120 s). ``--sharpen``
 multiplies the synthetic logits (more confident posteriors). ``--snapshots DIR`` adds real posteriors: the pool
 snapshots that ``benchmarks/posteriors.py`` caches (CIFAR-10-LT, SmallCNN), queries 1 and 2, size
-``cifar10lt-real``.
+``cifar10lt-real``. ``--certify SECONDS`` asks, for each case that misses the gap goal, whether any selection meets
+it: HiGHS MILP on the rows that such a selection could change (reduced-cost fixing, see :func:`run_certify`) finds
+one, or proves a lower bound above the LP's for the whole pool.
 
 Usage: ``python benchmarks/selection.py [--sizes cifar10lt,cifar100,tiny] [--lams 0.1,1,3] [--imbalance 0.1,1]
 [--cycles 1,3] [--time-limits cifar10lt=3,cifar100=3,tiny=15] [--repeat 3] [--small] [--imagenet] [--quick]
-[--seed 0] [--sharpen 1] [--snapshots /tmp/cbal-pilot-cache] [--out benchmarks/results/selection.json]``
+[--seed 0] [--sharpen 1] [--snapshots /tmp/cbal-pilot-cache] [--certify 60]
+[--out benchmarks/results/selection.json]``
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ GOALS = {"cifar10lt": (3.0, 1e-4), "cifar10lt-real": (3.0, 1e-4), "cifar100": (3
 IMBALANCE = 0.1
 INITIAL_PER_CLASS = 100  # the snapshots' uniform initial labeled set (benchmarks/posteriors.py)
 TARGET_ACCURACY = 0.65
+
+
+def entropy_cost(probs: np.ndarray) -> np.ndarray:
+    """Per-row cost of Eq. 8, ``sum_c P log P`` (the negative entropy), in float64."""
+    return (probs * np.log(np.maximum(probs, 1e-30))).sum(axis=1, dtype=np.float64)
 
 
 def synthetic_pool(
@@ -95,7 +104,7 @@ def synthetic_pool(
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
         probs[lo:hi] = logits
-        cost[lo:hi] = (logits * np.log(np.maximum(logits, 1e-30))).sum(axis=1)  # Eq. 8: z^T (P log P) 1
+        cost[lo:hi] = entropy_cost(logits)
     initial = 2 * budget // n_classes * n_classes  # uniform initial set
     counts = np.full(n_classes, initial // n_classes)
     for _ in range(cycle - 1):  # earlier, partly balanced queries
@@ -117,7 +126,7 @@ def snapshot_pools(cache: Path, budgets: list[int]) -> list[tuple[dict[str, Any]
             continue
         with np.load(path) as snap:
             probs, counts, truth = snap["probs"].astype(np.float32), snap["labeled_counts"], snap["truth"]
-        cost = (probs * np.log(np.maximum(probs, 1e-30))).sum(axis=1, dtype=np.float64)  # Eq. 8
+        cost = entropy_cost(probs)
         accuracy = float((probs.argmax(1) == truth).mean())
         for budget in budgets:
             omega = class_targets(counts, budget, query, INITIAL_PER_CLASS * counts.size)  # Eq. 4
@@ -230,6 +239,67 @@ def run_lp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, 
     return {"bound": bound, "status": f"HiGHS status {res.status}"}
 
 
+def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap: float) -> dict[str, Any]:
+    """Does any selection lie within ``goal_gap`` of the LP bound? HiGHS MILP on the rows that could be in one.
+
+    For class prices ``0 <= mu <= 2 lam`` (the LP's duals, clipped) and ``red_i = c_i - P_i mu``, let ``S`` be the
+    ``b`` rows of smallest ``red`` and ``L`` the Lagrangian bound (``mu . Omega + sum_S red - lam sum Omega``, valid
+    whatever the LP's tolerances). Every selection satisfies ``objective - L >= sum |red_i - nu|`` over the rows
+    it sets against their side of ``S`` (``nu`` between the b-th and (b+1)-th smallest ``red``). A selection
+    within the goal has ``objective - L <= slack = goal_gap |LP bound| / (1 - goal_gap) + (LP bound - L)``, so it
+    changes no row with ``|red_i - nu| >= slack`` (reduced-cost fixing). The MILP over the other rows therefore
+    answers the question exactly: a selection within the goal exists iff it finds one, and ``min(L + slack, its
+    dual bound)`` is a valid lower bound on every selection of the pool. Returned: ``bound_above_lp`` (that bound
+    less the LP bound) and ``proven_fraction`` (its share of the goal's slack; 1: no selection meets the goal).
+    """
+    probs, cost, omega = inst["probs"], inst["cost"], inst["omega"]
+    n, n_classes = probs.shape
+    c, rows, lower, upper, var_upper = one_sided(probs, cost, omega, budget, lam)
+    lp = linprog(c, A_ub=-rows[:n_classes], b_ub=-lower[:n_classes], A_eq=rows[n_classes:], b_eq=[budget],
+                 bounds=np.stack([np.zeros_like(var_upper), var_upper], 1), method="highs")
+    if lp.status != 0:
+        return {"status": f"LP: HiGHS status {lp.status}", "best_gap": None}
+    lp_bound = float(lp.fun - lam * omega.sum())
+    mu = np.clip(-lp.ineqlin.marginals, 0.0, 2 * lam)  # class prices of the one-sided rows
+    red = c[:n] - probs @ mu
+    order = np.argsort(red, kind="stable")
+    taken = np.zeros(n, dtype=bool)
+    taken[order[:budget]] = True
+    low, high = red[order[budget - 1]], red[order[budget]] if budget < n else np.inf
+    rc = red - np.clip(lp.eqlin.marginals[0], low, high)
+    lagrangian = float(mu @ omega + red[taken].sum() - lam * omega.sum())
+    goal_slack = goal_gap * abs(lp_bound) / (1 - goal_gap)  # (objective - LP bound) <= this within the goal
+    slack = goal_slack + max(0.0, lp_bound - lagrangian)
+    free = np.flatnonzero(np.abs(rc) < slack)
+    fixed_in = taken & (np.abs(rc) >= slack)  # rows of S that no selection within the goal leaves out
+    k, left = free.size, budget - int(fixed_in.sum())
+    sub = sp.hstack([sp.csr_matrix(probs[free].T.astype(np.float64)), sp.identity(n_classes, format="csr")])
+    cardinality = sp.hstack([sp.csr_matrix(np.ones((1, k))), sp.csr_matrix((1, n_classes))])
+    need = omega - probs[fixed_in].sum(axis=0, dtype=np.float64)
+    res = milp(np.concatenate([c[free], c[n:]]),
+               constraints=[LinearConstraint(sub, need, np.inf), LinearConstraint(cardinality, left, left)],
+               bounds=Bounds(0, np.concatenate([np.ones(k), var_upper[n:]])),
+               integrality=np.r_[np.ones(k), np.zeros(n_classes)],
+               options={"time_limit": time_limit, "mip_rel_gap": 0.0})  # HiGHS's default 1e-4 would stop early
+    constant = float(c[:n][fixed_in].sum() - lam * omega.sum())
+    dual = getattr(res, "mip_dual_bound", None)
+    if res.status == 2:  # infeasible: no selection within the goal
+        proven = lagrangian + slack
+    elif dual is None or not np.isfinite(dual):
+        proven = lagrangian
+    else:  # HiGHS's bound holds within its tolerances: a 1e-8 relative margin, as in selection/exact.py
+        proven = min(lagrangian + slack, dual + constant - 1e-8 * (1 + abs(dual + constant)))
+    above = max(0.0, proven - lp_bound)
+    out = {"free_rows": int(k), "slack": goal_slack, "bound_above_lp": above, "proven_fraction": above / goal_slack,
+           "status": "optimal" if res.status == 0 else f"HiGHS status {res.status}", "best_gap": None}
+    if res.x is not None:
+        z = np.zeros(n)
+        z[free] = res.x[:k]
+        z[fixed_in] = 1.0
+        out["best_gap"] = gap(true_objective(cost, probs, omega, lam, z)[0], lp_bound)
+    return out
+
+
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -287,13 +357,13 @@ def small_case(seed: int = 3) -> tuple[dict[str, Any], int]:
     logits = rng.normal(size=(300, 5))
     logits[np.arange(300), labels] += 0.6
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    cost = (probs * np.log(probs)).sum(axis=1)
+    cost = entropy_cost(probs)
     omega = np.array([10.0, 4.0, 8.0, 2.0, 6.0])
     return {"probs": probs, "cost": cost, "omega": omega, "accuracy": float((probs.argmax(1) == labels).mean())}, 30
 
 
 def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, alternatives: bool,
-             kill_margin: float, meta: dict[str, Any], repeat: int = 1) -> dict[str, Any]:
+             kill_margin: float, meta: dict[str, Any], repeat: int = 1, certify: float = 0.0) -> dict[str, Any]:
     n, n_classes = inst["probs"].shape
     kill_after = time_limit + kill_margin
     lp = measure(run_lp, inst, budget, lam, 4 * time_limit + 60, kill_after=4 * time_limit + 60 + kill_margin)
@@ -332,6 +402,12 @@ def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, 
           + ", ".join(f"{k} {row[k]['seconds']:.1f}s gap {_fmt(row[k]['gap_to_lp'], '.1e')}"
                       for k in ALTERNATIVES if k in row)
           + f"; LP {lp['seconds']:.1f}s; load {os.getloadavg()[0]:.1f}", flush=True)
+    if certify > 0 and not row["meets_goal"] and e["gap_max"] is not None and e["gap_max"] > goal_gap:
+        row["certify"] = cert = measure(run_certify, inst, budget, lam, certify, goal_gap,
+                                        kill_after=certify + 4 * time_limit + 60 + kill_margin)
+        print(f"  certify ({certify:g} s): {cert.get('free_rows')} rows with |rc| < {_fmt(cert.get('slack'), '.3g')}; "
+              f"HiGHS best gap {_fmt(cert.get('best_gap'), '.1e')} [{cert['status']}]; proven bound "
+              f"{_fmt(cert.get('proven_fraction'), '.3f')} of the goal's slack above the LP", flush=True)
     return row
 
 
@@ -357,6 +433,9 @@ def main() -> None:
                         help="also run on the real pool snapshots of benchmarks/posteriors.py in this folder")
     parser.add_argument("--snapshot-budgets", default="500,1350",
                         help="budgets for the snapshots: the CPU runs' 500 and 5 %% of the pool")
+    parser.add_argument("--certify", type=float, default=0.0, metavar="SECONDS",
+                        help="for each case that misses the gap goal, HiGHS MILP for this long on the rows that could "
+                             "be in a selection within the goal (reduced-cost fixing): one found, or a proven bound")
     parser.add_argument("--out", default="benchmarks/results/selection.json")
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = parser.parse_args()
@@ -378,13 +457,14 @@ def main() -> None:
                                             args.kill_margin,
                                             {"imbalance": imbalance, "cycle": cycle, "seed": args.seed,
                                              "sharpen": args.sharpen},
-                                            args.repeat))
+                                            args.repeat, args.certify))
     if args.snapshots is not None:
         budgets = [int(x) for x in args.snapshot_budgets.split(",")]
         for inst, budget, meta in snapshot_pools(args.snapshots, budgets):
             for lam in (float(x) for x in args.lams.split(",")):
                 results.append(run_case("cifar10lt-real", inst, budget, lam, float(limits.get("cifar10lt", 3)),
-                                        args.alternatives == "all", args.kill_margin, meta, args.repeat))
+                                        args.alternatives == "all", args.kill_margin, meta, args.repeat,
+                                        args.certify))
     if args.small:
         inst, budget = small_case()
         for limit in (3.0, 10.0, 30.0):
@@ -394,7 +474,8 @@ def main() -> None:
         n, n_classes, budget = SIZES["imagenet"]
         inst = synthetic_pool(n, n_classes, budget, imbalance=1.0, cycle=1, dtype=np.float32)
         row = {"size": "imagenet", "n": n, "classes": n_classes, "budget": budget, "lam": 1.0, "time_limit": 120.0,
-               "imbalance": 1.0, "cycle": 1, "model_accuracy": inst["accuracy"], "omega_sum": float(inst["omega"].sum()),
+               "imbalance": 1.0, "cycle": 1, "model_accuracy": inst["accuracy"],
+               "omega_sum": float(inst["omega"].sum()),
                "engine": measure(run_engine, inst, budget, 1.0, 120.0, kill_after=400.0), "lp": {"bound": None}}
         row["engine"]["gap_to_lp"] = None  # no independent LP at this size: see own_lower_bound
         e = row["engine"]
