@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from cbal_lightning.selection import balanced_select, class_targets, l1_score
+from cbal_lightning.selection.lp import lagrangian_bound, priced
 
 SIZES = {  # name: (pool N, classes C, budget b)
     "cifar10lt": (25_000, 10, 2_500),
@@ -242,12 +243,12 @@ def run_lp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, 
 def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap: float) -> dict[str, Any]:
     """Does any selection lie within ``goal_gap`` of the LP bound? HiGHS MILP on the rows that could be in one.
 
-    For class prices ``0 <= mu <= 2 lam`` (the LP's duals, clipped) and ``red_i = c_i - P_i mu``, let ``S`` be the
-    ``b`` rows of smallest ``red`` and ``L`` the Lagrangian bound (``mu . Omega + sum_S red - lam sum Omega``, valid
-    whatever the LP's tolerances). Every selection satisfies ``objective - L >= sum |red_i - nu|`` over the rows
-    it sets against their side of ``S`` (``nu`` between the b-th and (b+1)-th smallest ``red``). A selection
-    within the goal has ``objective - L <= slack = goal_gap |LP bound| / (1 - goal_gap) + (LP bound - L)``, so it
-    changes no row with ``|red_i - nu| >= slack`` (reduced-cost fixing). The MILP over the other rows therefore
+    For class prices ``0 <= mu <= 2 lam`` (the LP's duals, clipped), ``L`` is their Lagrangian bound (the engine's,
+    :func:`~cbal_lightning.selection.lp.lagrangian_bound`, here in float64; valid whatever the LP's tolerances) and
+    ``rc_i = c_i - P_i mu - nu`` (``nu`` the b-th smallest ``c_i - P_i mu``). Every selection satisfies
+    ``objective - L >= sum |rc_i|`` over the rows it sets against the side of their sign (1 when ``rc_i < 0``). A
+    selection within the goal has ``objective - L <= slack = goal_gap |LP bound| / (1 - goal_gap) + (LP bound -
+    L)``, so it changes no row with ``|rc_i| >= slack`` (reduced-cost fixing). The MILP over the other rows therefore
     answers the question exactly: a selection within the goal exists iff it finds one, and ``min(L + slack, its
     dual bound)`` is a valid lower bound on every selection of the pool. Returned: ``bound_above_lp`` (that bound
     less the LP bound) and ``proven_fraction`` (its share of the goal's slack; 1: no selection meets the goal).
@@ -261,21 +262,17 @@ def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap
         return {"status": f"LP: HiGHS status {lp.status}", "best_gap": None}
     lp_bound = float(lp.fun - lam * omega.sum())
     mu = np.clip(-lp.ineqlin.marginals, 0.0, 2 * lam)  # class prices of the one-sided rows
-    red = c[:n] - probs @ mu
-    order = np.argsort(red, kind="stable")
-    taken = np.zeros(n, dtype=bool)
-    taken[order[:budget]] = True
-    low, high = red[order[budget - 1]], red[order[budget]] if budget < n else np.inf
-    rc = red - np.clip(lp.eqlin.marginals[0], low, high)
-    lagrangian = float(mu @ omega + red[taken].sum() - lam * omega.sum())
+    exact = probs.astype(np.float64)  # the engine prices in the dtype of P; a certificate wants float64
+    lagrangian, nu = lagrangian_bound(c[:n], exact, omega, budget, lam, mu)
+    rc = priced(c[:n], exact, mu) - nu
     goal_slack = goal_gap * abs(lp_bound) / (1 - goal_gap)  # (objective - LP bound) <= this within the goal
     slack = goal_slack + max(0.0, lp_bound - lagrangian)
     free = np.flatnonzero(np.abs(rc) < slack)
-    fixed_in = taken & (np.abs(rc) >= slack)  # rows of S that no selection within the goal leaves out
+    fixed_in = (rc < 0) & (np.abs(rc) >= slack)  # rows that every selection within the goal takes
     k, left = free.size, budget - int(fixed_in.sum())
-    sub = sp.hstack([sp.csr_matrix(probs[free].T.astype(np.float64)), sp.identity(n_classes, format="csr")])
+    sub = sp.hstack([sp.csr_matrix(exact[free].T), sp.identity(n_classes, format="csr")])
     cardinality = sp.hstack([sp.csr_matrix(np.ones((1, k))), sp.csr_matrix((1, n_classes))])
-    need = omega - probs[fixed_in].sum(axis=0, dtype=np.float64)
+    need = omega - exact[fixed_in].sum(axis=0)
     res = milp(np.concatenate([c[free], c[n:]]),
                constraints=[LinearConstraint(sub, need, np.inf), LinearConstraint(cardinality, left, left)],
                bounds=Bounds(0, np.concatenate([np.ones(k), var_upper[n:]])),
