@@ -236,14 +236,18 @@ def run_lp(inst: dict, budget: int, lam: float, time_limit: float) -> dict[str, 
     res = linprog(c, A_ub=-rows[:n_classes], b_ub=-lower[:n_classes], A_eq=rows[n_classes:], b_eq=[budget],
                   bounds=np.stack([np.zeros_like(var_upper), var_upper], 1), method="highs",
                   options={"time_limit": time_limit})
-    bound = float(res.fun - lam * omega.sum()) if res.status == 0 else None
-    return {"bound": bound, "status": f"HiGHS status {res.status}"}
+    if res.status != 0:
+        return {"bound": None, "status": f"HiGHS status {res.status}"}
+    return {"bound": float(res.fun - lam * omega.sum()), "status": "HiGHS status 0",
+            "class_prices": (-res.ineqlin.marginals).tolist()}  # duals of the one-sided rows, for run_certify
 
 
-def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap: float) -> dict[str, Any]:
+def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap: float, lp_bound: float,
+                class_prices: list[float]) -> dict[str, Any]:
     """Does any selection lie within ``goal_gap`` of the LP bound? HiGHS MILP on the rows that could be in one.
 
-    For class prices ``0 <= mu <= 2 lam`` (the LP's duals, clipped), ``L`` is their Lagrangian bound (the engine's,
+    ``lp_bound`` and ``class_prices`` are :func:`run_lp`'s ``bound`` and ``class_prices``. For class prices
+    ``0 <= mu <= 2 lam`` (the LP's duals, clipped), ``L`` is their Lagrangian bound (the engine's,
     :func:`~cbal_lightning.selection.lp.lagrangian_bound`, here in float64; valid whatever the LP's tolerances) and
     ``rc_i = c_i - P_i mu - nu`` (``nu`` the b-th smallest ``c_i - P_i mu``). Every selection satisfies
     ``objective - L >= sum |rc_i|`` over the rows it sets against the side of their sign (1 when ``rc_i < 0``). A
@@ -255,16 +259,11 @@ def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap
     """
     probs, cost, omega = inst["probs"], inst["cost"], inst["omega"]
     n, n_classes = probs.shape
-    c, rows, lower, upper, var_upper = one_sided(probs, cost, omega, budget, lam)
-    lp = linprog(c, A_ub=-rows[:n_classes], b_ub=-lower[:n_classes], A_eq=rows[n_classes:], b_eq=[budget],
-                 bounds=np.stack([np.zeros_like(var_upper), var_upper], 1), method="highs")
-    if lp.status != 0:
-        return {"status": f"LP: HiGHS status {lp.status}", "best_gap": None}
-    lp_bound = float(lp.fun - lam * omega.sum())
-    mu = np.clip(-lp.ineqlin.marginals, 0.0, 2 * lam)  # class prices of the one-sided rows
     exact = probs.astype(np.float64)  # the engine prices in the dtype of P; a certificate wants float64
-    lagrangian, nu = lagrangian_bound(c[:n], exact, omega, budget, lam, mu)
-    rc = priced(c[:n], exact, mu) - nu
+    lin_cost = cost + lam * exact.sum(axis=1)  # one-sided form (engine.py): c_i = cost_i + lam r_i
+    mu = np.clip(np.asarray(class_prices), 0.0, 2 * lam)
+    lagrangian, nu = lagrangian_bound(lin_cost, exact, omega, budget, lam, mu)
+    rc = priced(lin_cost, exact, mu) - nu
     goal_slack = goal_gap * abs(lp_bound) / (1 - goal_gap)  # (objective - LP bound) <= this within the goal
     slack = goal_slack + max(0.0, lp_bound - lagrangian)
     free = np.flatnonzero(np.abs(rc) < slack)
@@ -273,12 +272,12 @@ def run_certify(inst: dict, budget: int, lam: float, time_limit: float, goal_gap
     sub = sp.hstack([sp.csr_matrix(exact[free].T), sp.identity(n_classes, format="csr")])
     cardinality = sp.hstack([sp.csr_matrix(np.ones((1, k))), sp.csr_matrix((1, n_classes))])
     need = omega - exact[fixed_in].sum(axis=0)
-    res = milp(np.concatenate([c[free], c[n:]]),
+    res = milp(np.concatenate([lin_cost[free], np.full(n_classes, 2 * lam)]),  # z on the free rows, shortfalls s_c
                constraints=[LinearConstraint(sub, need, np.inf), LinearConstraint(cardinality, left, left)],
-               bounds=Bounds(0, np.concatenate([np.ones(k), var_upper[n:]])),
+               bounds=Bounds(0, np.concatenate([np.ones(k), np.full(n_classes, np.inf)])),
                integrality=np.r_[np.ones(k), np.zeros(n_classes)],
                options={"time_limit": time_limit, "mip_rel_gap": 0.0})  # HiGHS's default 1e-4 would stop early
-    constant = float(c[:n][fixed_in].sum() - lam * omega.sum())
+    constant = float(lin_cost[fixed_in].sum() - lam * omega.sum())
     dual = getattr(res, "mip_dual_bound", None)
     if res.status == 2:  # infeasible: no selection within the goal
         proven = lagrangian + slack
@@ -364,6 +363,7 @@ def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, 
     n, n_classes = inst["probs"].shape
     kill_after = time_limit + kill_margin
     lp = measure(run_lp, inst, budget, lam, 4 * time_limit + 60, kill_after=4 * time_limit + 60 + kill_margin)
+    class_prices = lp.pop("class_prices", None)  # for --certify; not kept in the JSON
     runs = []
     for _ in range(max(1, repeat)):  # the 1-minute load average is logged with every run
         load = os.getloadavg()[0]
@@ -399,9 +399,10 @@ def run_case(name: str, inst: dict, budget: int, lam: float, time_limit: float, 
           + ", ".join(f"{k} {row[k]['seconds']:.1f}s gap {_fmt(row[k]['gap_to_lp'], '.1e')}"
                       for k in ALTERNATIVES if k in row)
           + f"; LP {lp['seconds']:.1f}s; load {os.getloadavg()[0]:.1f}", flush=True)
-    if certify > 0 and not row["meets_goal"] and e["gap_max"] is not None and e["gap_max"] > goal_gap:
-        row["certify"] = cert = measure(run_certify, inst, budget, lam, certify, goal_gap,
-                                        kill_after=certify + 4 * time_limit + 60 + kill_margin)
+    if (certify > 0 and not row["meets_goal"] and e["gap_max"] is not None and e["gap_max"] > goal_gap
+            and class_prices is not None):
+        row["certify"] = cert = measure(run_certify, inst, budget, lam, certify, goal_gap, lp["bound"], class_prices,
+                                        kill_after=certify + 60 + kill_margin)
         print(f"  certify ({certify:g} s): {cert.get('free_rows')} rows with |rc| < {_fmt(cert.get('slack'), '.3g')}; "
               f"HiGHS best gap {_fmt(cert.get('best_gap'), '.1e')} [{cert['status']}]; proven bound "
               f"{_fmt(cert.get('proven_fraction'), '.3f')} of the goal's slack above the LP", flush=True)

@@ -287,6 +287,22 @@ def test_complementary_pair_applies_two_swaps_whose_changes_cancel():
     assert balanced_select(cost, probs, 2, omega, 1.0).objective == pytest.approx(-0.6)
 
 
+def test_complementary_pairs_match_only_the_classes_a_pair_can_bring_to_target():
+    from cbal_lightning.selection.rounding import swap_search
+
+    # Class 2 is short by 12 samples whatever is chosen (as most classes are at query 2), so its term is linear in any
+    # pair. Swapping rows 0, 1 for 2, 3 saves 0.6 and leaves classes 0 and 1 on target. Matched on all three
+    # classes, each swap's nearest neighbour is the decoy swap to row 4 (it takes class 2's deviation down by half a
+    # sample, which outweighs a full mismatch on classes 0 and 1) and that pair does not improve; matched on the
+    # classes 0 and 1 alone, it is the cancelling swap.
+    probs = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    cost, omega = np.array([0.0, 0.0, -0.3, -0.3, 0.5]), np.array([1.0, 1.0, 12.0])
+    rows = swap_search(np.array([0, 1]), np.arange(5), cost, probs, omega, 1.0, float("inf"), doubles=0,
+                       pair_rows=np.arange(5), pairs=1)
+    assert rows.tolist() == [2, 3]
+    assert balanced_select(cost, probs, 2, omega, 1.0).objective == pytest.approx(-0.6 + 12.0)
+
+
 def test_restricted_lp_is_not_started_when_its_setup_would_overrun_the_deadline():
     from cbal_lightning.selection.lp import LinearRelaxation
 
@@ -303,28 +319,58 @@ def test_restricted_lp_is_not_started_when_its_setup_would_overrun_the_deadline(
     assert time.perf_counter() - start < 0.5
 
 
-def test_benchmark_certificate_is_a_valid_bound_that_decides_the_gap_goal():
-    """benchmarks/selection.py --certify: reduced-cost fixing keeps every row a selection within the goal could use, so
-    HiGHS on the rest finds one when the exact optimum is within the goal and proves the goal's whole slack when not;
-    the bound it reports never exceeds the exact optimum."""
+def _benchmark(name):
+    """A script of benchmarks/ loaded as a module."""
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "selection_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "selection.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+        f"{name}_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_certificate_is_a_valid_bound_that_decides_the_gap_goal():
+    """benchmarks/selection.py --certify: reduced-cost fixing keeps every row a selection within the goal could use, so
+    HiGHS on the rest finds one when the exact optimum is within the goal and proves the goal's whole slack when not;
+    the bound it reports never exceeds the exact optimum."""
+    bench = _benchmark("selection")
     budget, lam = 9, 3.0
     for seed in range(4):
         probs = softmax_rows(np.random.default_rng(seed), 40, 3, 1.0)
         inst = {"probs": probs, "cost": (probs * np.log(probs)).sum(axis=1), "omega": np.full(3, budget / 3)}  # Eq. 5
         best = exact_optimum(inst["cost"], probs, inst["omega"], budget, lam)
-        bound = bench.run_lp(inst, budget, lam, 10.0)["bound"]
+        lp = bench.run_lp(inst, budget, lam, 10.0)
+        bound = lp["bound"]
         true_gap = (best - bound) / abs(best)
         assert true_gap > 1e-3  # cycle-1 targets: the LP is not integral here
-        below = bench.run_certify(inst, budget, lam, 10.0, 0.5 * true_gap)
+        below = bench.run_certify(inst, budget, lam, 10.0, 0.5 * true_gap, bound, lp["class_prices"])
         assert below["proven_fraction"] == pytest.approx(1.0) and below["best_gap"] > 0.5 * true_gap
-        above = bench.run_certify(inst, budget, lam, 10.0, 1.5 * true_gap)
+        above = bench.run_certify(inst, budget, lam, 10.0, 1.5 * true_gap, bound, lp["class_prices"])
         assert above["free_rows"] < 40 and above["best_gap"] == pytest.approx(true_gap, rel=1e-6)
         for cert in (below, above):
             assert bound + cert["bound_above_lp"] <= best + 1e-7
+
+
+def test_gap_anatomy_splits_the_excess_over_the_lp_bound_exactly():
+    """benchmarks/selection_anatomy.py: objective - LP bound = wrong-side reduced costs + class penalties, both >= 0,
+    for the engine's selection and for arbitrary ones (on cycle-1 instances, where even the exact optimum stays above
+    the LP bound)."""
+    from cbal_lightning.selection.lp import LinearRelaxation
+
+    anatomy = _benchmark("selection_anatomy")
+    budget, lam = 9, 3.0
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        probs = softmax_rows(rng, 40, 3, 1.0)
+        cost, omega = (probs * np.log(probs)).sum(axis=1), np.full(3, budget / 3)  # Eq. 8, Eq. 5
+        lp = LinearRelaxation(cost + lam * probs.sum(axis=1), probs, omega, budget, lam)
+        lp.solve(time.perf_counter() + 10)
+        assert lp.solved
+        engine = balanced_select(cost, probs, budget, omega, lam, time_limit=5)
+        for rows in (engine.indices, np.sort(rng.choice(40, budget, replace=False))):
+            parts = anatomy.gap_anatomy(cost, probs, omega, lam, rows, lp)
+            assert parts["reduced_cost"] >= 0 and parts["balance"] >= 0
+            assert parts["excess"] == pytest.approx(parts["reduced_cost"] + parts["balance"], abs=1e-9)
+        assert exact_optimum(cost, probs, omega, budget, lam) - lp.lower_bound > 1e-6  # no selection reaches the LP

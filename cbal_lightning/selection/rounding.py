@@ -273,13 +273,22 @@ def _complementary_pair(
     Neither swap need help alone, and neither need be among the best single swaps (what the double moves of
     :func:`swap_search` try). k-d trees lose their edge in many dimensions, so :func:`swap_search` tries this only
     up to ``PAIR_MAX_CLASSES`` classes.
+
+    The neighbours are searched only in the classes whose deviation a pair can move across zero. Where ``|d_c|`` is at
+    least twice the largest ``|u_c|``, the term ``lam |d_c + u_c + u'_c|`` is linear in the pair (the exact evaluation
+    counts it), and matching that coordinate would only mislead the search: at query 2 most classes are short or over
+    by many samples.
     """
     o, i = np.repeat(outs, ins.size), np.tile(ins, outs.size)
     shift = np.asarray(p_front[o], dtype=np.float64) - p_front[i]  # change of Omega - P^T z per swap
     cost_change = c_front[i] - c_front[o]
+    near_zero = np.abs(deviation) < 2 * np.abs(shift).max(axis=0)  # classes a pair can move across their target
+    if not near_zero.any():  # the objective is linear in the pair: no pair beats the best single swap
+        return []
     after = deviation + shift
     neighbours = min(neighbours, o.size)
-    _, near = cKDTree(shift).query(-after, k=neighbours, eps=_PAIR_EPS)
+    tree = cKDTree(shift[:, near_zero])
+    _, near = tree.query(-after[:, near_zero], k=neighbours, eps=_PAIR_EPS)
     first = np.repeat(np.arange(o.size), neighbours)
     second = near.reshape(-1)
     disjoint = (o[first] != o[second]) & (i[first] != i[second])
